@@ -28,7 +28,7 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from speechssl.log import progress_bar
 
 from speechssl.atomic import atomic_write_text
 from speechssl.data.manifest import Manifest
@@ -173,7 +173,7 @@ class FeatureCache:
             header_lens = [f.tell() for f in files]
             index = np.zeros((len(manifest), 2), dtype=np.int64)
             written = 0
-            bar = tqdm(total=len(manifest), desc=f"caching {split} ({upstream.name})", unit="utt",
+            bar = progress_bar(total=len(manifest), desc=f"caching {split} ({upstream.name})", unit="utt",
                        disable=None, leave=False)
             for rows, states, lengths in compute_hidden_states(
                     upstream, manifest, keep, max_samples=self.max_samples, device=self.device,

@@ -385,7 +385,7 @@ class DownstreamTaskBase(Task):
     def predict(self, model: DownstreamModel, split: str, *, max_tokens: int,
                 device: str | torch.device = "cpu") -> list[Any]:
         """Predictions for every utterance of ``split`` in manifest order (model in eval mode)."""
-        from tqdm import tqdm
+        from speechssl.log import progress_bar
 
         from speechssl.data.sampler import MaxTokensBatchSampler
 
@@ -395,7 +395,7 @@ class DownstreamTaskBase(Task):
         predictions: list[Any] = [None] * len(ds)
         model.eval().to(device)
         with torch.no_grad():
-            for batch in tqdm(loader, desc=f"evaluating {self.name} {split}", leave=False, disable=None):
+            for batch in progress_bar(loader, desc=f"evaluating {self.name} {split}", leave=False, disable=None):
                 batch = _to_device(batch, device)
                 out = model(**self.model_inputs(batch))
                 for i, p in zip(batch["index"].tolist(), self.decode(out, batch)):

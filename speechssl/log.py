@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
+from typing import Any, Iterable
 
-__all__ = ["setup_logging", "add_file_handler"]
+__all__ = ["setup_logging", "add_file_handler", "progress_bar"]
 
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 _DATEFMT = "%Y-%m-%d %H:%M:%S"
@@ -32,3 +34,18 @@ def add_file_handler(path: str | Path) -> logging.Handler:
     handler.setFormatter(logging.Formatter(_FORMAT, _DATEFMT))
     logging.getLogger("speechssl").addHandler(handler)
     return handler
+
+
+# Seconds between progress-bar refreshes when stderr is not a terminal: a redirected log gets a
+# progress line now and then instead of one every 0.1 s.
+_NON_TTY_INTERVAL = 30.0
+
+
+def progress_bar(iterable: Iterable[Any] | None = None, **kwargs: Any) -> Any:
+    """A ``tqdm`` bar on stderr (same arguments) that refreshes rarely when stderr is redirected."""
+    from tqdm import tqdm
+
+    if not sys.stderr.isatty():
+        kwargs.setdefault("mininterval", _NON_TTY_INTERVAL)
+        kwargs.setdefault("maxinterval", _NON_TTY_INTERVAL * 2)
+    return tqdm(iterable, **kwargs)

@@ -7,7 +7,7 @@ from typing import Any, ClassVar, Literal, Optional
 
 import numpy as np
 import torch
-from tqdm import tqdm
+from speechssl.log import progress_bar
 
 from speechssl.data.manifest import Manifest, read_labels
 from speechssl.downstream import metrics
@@ -134,7 +134,7 @@ class QueryByExample(DownstreamTaskBase):
             qs = [(q - mean) / std for q in qs]
             ds = [(d - mean) / std for d in ds]
         scores = np.zeros((len(qs), len(ds)))
-        for a, q in enumerate(tqdm(qs, desc=f"DTW layer {self._layers[layer_pos]}", leave=False, disable=None)):
+        for a, q in enumerate(progress_bar(qs, desc=f"DTW layer {self._layers[layer_pos]}", leave=False, disable=None)):
             if len(q) < self.cfg.min_query_frames:
                 continue
             scores[a] = [dtw_score(q, d, kind=self.cfg.distance, minmax_norm=self.cfg.minmax_norm) for d in ds]

@@ -309,9 +309,9 @@ def _lloyd(passes: _Passes, centroids: torch.Tensor, *, max_iter: int, tol: floa
     """
     bar = None
     if progress and passes.comm.rank == 0:
-        from tqdm.auto import tqdm
+        from speechssl.log import progress_bar
 
-        bar = tqdm(total=max_iter, desc=desc, unit="it", leave=False)
+        bar = progress_bar(total=max_iter, desc=desc, unit="it", leave=False)
     prev = math.inf
     converged = False
     n_updates = 0

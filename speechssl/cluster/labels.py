@@ -81,9 +81,9 @@ def _predict_shard(model: KMeansModel, shard: FeatureShard, device: torch.device
     labels = np.empty(n, dtype=np.int64)
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from speechssl.log import progress_bar
 
-        bar = tqdm(total=n, desc=desc, unit="frame", unit_scale=True, leave=False)
+        bar = progress_bar(total=n, desc=desc, unit="frame", unit_scale=True, leave=False)
     try:
         for a in range(0, n, _BLOCK_FRAMES):
             block = torch.from_numpy(np.array(shard.feats[a:a + _BLOCK_FRAMES], dtype=np.float32)).to(device)

@@ -27,7 +27,7 @@ from typing import Sequence
 
 import numpy as np
 
-from speechssl.data.manifest import FormatError
+from speechssl.data.manifest import FormatError, read_labels
 
 __all__ = ["LabelQuality", "label_quality", "joint_counts", "resample_alignment", "evaluate_label_file"]
 
@@ -114,16 +114,6 @@ def joint_counts(
     return counts.reshape(len(phone_ids), len(unit_ids)), phone_ids.tolist(), unit_ids.tolist()
 
 
-def _read_lines(path: Path) -> list[str]:
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"label file not found: {path}") from None
-    if lines and lines[-1] == "":
-        lines.pop()
-    return lines
-
-
 def evaluate_label_file(
     km_path: str | Path, ali_path: str | Path, *, label_rate: float, ali_rate: float = 100.0,
     tolerance_s: float = 0.05,
@@ -147,7 +137,7 @@ def evaluate_label_file(
     km_path, ali_path = Path(km_path), Path(ali_path)
     if label_rate <= 0 or ali_rate <= 0:
         raise ValueError(f"rates must be positive, got label_rate={label_rate}, ali_rate={ali_rate}")
-    km_lines, ali_lines = _read_lines(km_path), _read_lines(ali_path)
+    km_lines, ali_lines = read_labels(km_path), read_labels(ali_path)
     if len(km_lines) != len(ali_lines):
         raise FormatError(f"{km_path} has {len(km_lines)} rows but {ali_path} has {len(ali_lines)}; "
                           "both must follow the same manifest")

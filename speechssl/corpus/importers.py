@@ -71,9 +71,9 @@ def make_manifest(root: str | Path, dest: str | Path, *, ext: str = "flac", vali
     files = sorted(Path(dir_path).rglob(f"*.{ext.lstrip('.')}"))
     rand = random.Random(seed)
     rows: dict[str, list[tuple[str, int]]] = {"train": [], "valid": []}
-    from tqdm import tqdm
+    from speechssl.log import progress_bar
 
-    for fname in tqdm(files, desc="indexing", unit="file", disable=not progress):
+    for fname in progress_bar(files, desc="indexing", unit="file", disable=not progress):
         file_path = os.path.realpath(fname)
         if path_must_contain and path_must_contain not in file_path:
             continue

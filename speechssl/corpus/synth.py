@@ -93,9 +93,9 @@ def render_items(items: list[Item], out: str | Path, *, jobs: int = 1, progress:
     todo = [it for it in items if not _meta_path(out, it).is_file()]
     if not todo:
         return 0
-    from tqdm import tqdm
+    from speechssl.log import progress_bar
 
-    bar = tqdm(total=len(todo), desc="synthesizing", unit="utt", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=len(todo), desc="synthesizing", unit="utt", disable=not progress, dynamic_ncols=True)
     try:
         if jobs <= 1 or len(todo) == 1:
             worker = _Worker(out)

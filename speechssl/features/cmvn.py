@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from speechssl.atomic import atomic_write_bytes
+from speechssl.features._batch import as_batch
 
 __all__ = ["cmvn", "CmvnStats"]
 
@@ -24,21 +25,8 @@ _VAR_FLOOR = 1e-20  # Kaldi's floor on the variance in apply-cmvn
 
 
 def _valid_mask(feats: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    if not isinstance(feats, torch.Tensor) or not feats.is_floating_point():
-        raise TypeError("expected floating features (T, D) or (B, T, D)")
-    single = feats.dim() == 2
-    if single:
-        if lengths is not None:
-            raise ValueError("lengths is only for a (B, T, D) batch")
-        feats = feats.unsqueeze(0)
-    elif feats.dim() != 3:
-        raise ValueError(f"expected features (T, D) or (B, T, D), got shape {tuple(feats.shape)}")
-    batch, frames = feats.shape[:2]
-    if lengths is None:
-        lengths = torch.full((batch,), frames, dtype=torch.long, device=feats.device)
-    lengths = torch.as_tensor(lengths, device=feats.device).long()
-    if lengths.shape != (batch,) or (batch and (int(lengths.min()) < 0 or int(lengths.max()) > frames)):
-        raise ValueError(f"lengths must be ({batch},) values in [0, {frames}], got {lengths.tolist()}")
+    feats, lengths, single = as_batch(feats, lengths)
+    frames = feats.shape[1]
     mask = torch.arange(frames, device=feats.device).unsqueeze(0) < lengths.unsqueeze(1)  # (B, T)
     return feats, mask, single
 

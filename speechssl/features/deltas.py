@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import torch
 
+from speechssl.features._batch import as_batch
+
 __all__ = ["deltas", "regression_delta", "delta_window"]
 
 
@@ -35,28 +37,6 @@ def delta_window(order: int, window: int = 2) -> torch.Tensor:
         taps = torch.nn.functional.conv1d(taps.view(1, 1, -1), first.flip(0).view(1, 1, -1),
                                           padding=2 * window).view(-1)
     return taps
-
-
-def _as_batch(feats: torch.Tensor, lengths: torch.Tensor | None
-              ) -> tuple[torch.Tensor, torch.Tensor, bool]:
-    if not isinstance(feats, torch.Tensor) or not feats.is_floating_point():
-        raise TypeError(f"expected a floating torch.Tensor of features, got "
-                        f"{getattr(feats, 'dtype', type(feats).__name__)}")
-    single = feats.dim() == 2
-    if single:
-        if lengths is not None:
-            raise ValueError("lengths is only for a (B, T, D) batch")
-        feats = feats.unsqueeze(0)
-    elif feats.dim() != 3:
-        raise ValueError(f"expected features (T, D) or (B, T, D), got shape {tuple(feats.shape)}")
-    batch, frames = feats.shape[:2]
-    if lengths is None:
-        lengths = torch.full((batch,), frames, dtype=torch.long, device=feats.device)
-    else:
-        lengths = torch.as_tensor(lengths, device=feats.device).long()
-        if lengths.shape != (batch,) or (batch and (int(lengths.min()) < 0 or int(lengths.max()) > frames)):
-            raise ValueError(f"lengths must be ({batch},) values in [0, {frames}], got {lengths.tolist()}")
-    return feats, lengths, single
 
 
 def _filter_clamped(feats: torch.Tensor, lengths: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
@@ -90,7 +70,7 @@ def deltas(feats: torch.Tensor, order: int = 2, window: int = 2,
     Returns:
         ``(T, (order + 1) * D)`` = ``[x, Δx, Δ²x, ...]`` (or ``(B, T, (order + 1) * D)``).
     """
-    batch, lens, single = _as_batch(feats, lengths)
+    batch, lens, single = as_batch(feats, lengths)
     parts = [batch * (torch.arange(batch.shape[1], device=batch.device) < lens.unsqueeze(1)).unsqueeze(-1)]
     for k in range(1, order + 1):
         taps = delta_window(k, window)
@@ -109,6 +89,6 @@ def regression_delta(feats: torch.Tensor, window: int = 2, lengths: torch.Tensor
         window: half-window ``N``.
         lengths: ``(B,)`` valid frames per row of a batch.
     """
-    batch, lens, single = _as_batch(feats, lengths)
+    batch, lens, single = as_batch(feats, lengths)
     out = _filter_clamped(batch, lens, delta_window(1, window))
     return out[0] if single else out

@@ -338,12 +338,12 @@ def dump_features(manifest: str | Path | Manifest, feat_dir: str | Path, source:
     for p in paths.values():  # an older shard must not mix with the new one
         p.unlink(missing_ok=True)
 
-    from tqdm import tqdm
+    from speechssl.log import progress_bar
 
     from speechssl import audio
 
     sample_rate = int(getattr(source, "sample_rate", 16000))
-    bar = tqdm(total=end - start, initial=rows_done, desc=f"{split} {rank}/{nshard}", unit="utt",
+    bar = progress_bar(total=end - start, initial=rows_done, desc=f"{split} {rank}/{nshard}", unit="utt",
                disable=not progress, dynamic_ncols=True)
     last_mark = time.monotonic()
     with open(partial.data, "ab") as data_f, open(partial.lengths, "a", encoding="utf-8") as len_f:
