@@ -3,7 +3,8 @@
 #
 #   bash recipes/hubert/run.sh [--preset tiny|base] [--stage N] [--stop-stage M]
 #                              [--exp-dir DIR] [--data-dir DIR] [--nj N] [--ngpu N]
-#                              [--k1 K] [--k2 K] [--layer L]
+#                              [--k1 K] [--k2 K] [--layer L] [--corpus-preset tiny|small|base]
+#                              [-- KEY=VALUE ...]
 #
 #   --preset     tiny (quickstart-sized, minutes on a laptop CPU) or base (HuBERT Base, fairseq's
 #                hyper-parameters; conf/<preset>_iter{1,2}.yaml)
@@ -11,6 +12,10 @@
 #   --ngpu N     pretrain under torchrun on N GPUs (default: one process, GPU if there is one)
 #   --k1/--k2    k-means clusters of iterations 1/2 (tiny 50/100, base 100/500 as in the paper)
 #   --layer L    hidden layer of the iteration-1 model clustered for iteration 2 (tiny 2, base 6)
+#   --corpus-preset  size of the embedded corpus stage 0 synthesizes (default: the model preset;
+#                e.g. the tiny model on the ~1.8 h small corpus)
+#   -- KEY=VALUE ... config overrides for both pretraining runs (after the conf files), e.g.
+#                -- trainer.max_updates=3000 trainer.max_tokens=160000
 #
 # Input: the embedded corpus (stage 0 synthesizes it), or --data-dir DIR holding fairseq
 # manifests {train,valid}.tsv (+ test.tsv) of 16 kHz audio, e.g. from `speechssl manifest` or
@@ -48,6 +53,8 @@ ngpu=0
 k1=
 k2=
 layer=
+corpus_preset=
+pretrain_overrides=()
 
 log() {
   # time, file:line of the caller (of the caller's caller with _up=1), message
@@ -76,7 +83,9 @@ while [ $# -gt 0 ]; do
     --k1) k1=$2; shift 2 ;;
     --k2) k2=$2; shift 2 ;;
     --layer) layer=$2; shift 2 ;;
+    --corpus-preset|--corpus_preset) corpus_preset=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
+    --) shift; pretrain_overrides=("$@"); break ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
 done
@@ -92,17 +101,24 @@ done
 # on the valid split (PNMI of layers 0-4 within 0.01 of each other after ~600 updates).
 case "$preset" in
   tiny)
-    corpus_preset=tiny
+    : "${corpus_preset:=tiny}"
     : "${k1:=50}" "${k2:=100}" "${layer:=2}"
     km_args=()
     ;;
   base)
-    corpus_preset=base
+    : "${corpus_preset:=base}"
     : "${k1:=100}" "${k2:=500}" "${layer:=6}"
     km_args=(--percent 0.1)  # fairseq clusters a 10% sample
     ;;
   *) die "--preset must be tiny or base, got '$preset'" ;;
 esac
+case "$corpus_preset" in
+  tiny|small|base) ;;
+  *) die "--corpus-preset must be tiny, small or base, got '$corpus_preset'" ;;
+esac
+for o in "${pretrain_overrides[@]+"${pretrain_overrides[@]}"}"; do
+  [[ $o =~ ^[A-Za-z_][A-Za-z0-9_.]*=.*$ ]] || die "pretraining overrides after -- must be KEY=VALUE, got '$o'"
+done
 for v in k1 k2 layer; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "--$v must be a non-negative integer, got '${!v}'"
 done
@@ -231,7 +247,7 @@ fi
 if run_stage 4; then
   log "Stage 4: pretrain iteration 1 on $lab1 ($conf1) -> $exp_dir/iter1"
   pretrain --method hubert --preset "$preset" --data "$data_dir" --exp-dir "$exp_dir/iter1" \
-    --config "$conf1" task.label_dir="$lab1"
+    --config "$conf1" task.label_dir="$lab1" "${pretrain_overrides[@]+"${pretrain_overrides[@]}"}"
   done_stage 4
 fi
 
@@ -262,7 +278,7 @@ fi
 if run_stage 8; then
   log "Stage 8: pretrain iteration 2 on $lab2 ($conf2) -> $exp_dir/iter2"
   pretrain --method hubert --preset "$preset" --data "$data_dir" --exp-dir "$exp_dir/iter2" \
-    --config "$conf2" task.label_dir="$lab2"
+    --config "$conf2" task.label_dir="$lab2" "${pretrain_overrides[@]+"${pretrain_overrides[@]}"}"
   done_stage 8
 fi
 

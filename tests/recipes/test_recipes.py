@@ -54,6 +54,11 @@ def test_hubert_checks_preset_and_data_dir(tmp_path: Path) -> None:
     assert r.returncode == 1 and "--preset must be tiny or base" in r.stderr
     r = _bash(RECIPES["hubert"], "--data-dir", str(tmp_path / "nowhere"), cwd=tmp_path)
     assert r.returncode == 1 and "must hold train.tsv and valid.tsv" in r.stderr
+    r = _bash(RECIPES["hubert"], "--corpus-preset", "huge", cwd=tmp_path)
+    assert r.returncode == 1 and "--corpus-preset must be tiny, small or base, got 'huge'" in r.stderr
+    r = _bash(RECIPES["hubert"], "--", "trainer.max_updates=5", "oops", cwd=tmp_path)
+    assert r.returncode == 1 and "overrides after -- must be KEY=VALUE, got 'oops'" in r.stderr
+    assert not (tmp_path / "exp").exists()
 
 
 def test_hubert_skips_finished_stages_and_honours_the_stage_range(tmp_path: Path) -> None:

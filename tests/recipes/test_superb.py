@@ -1,0 +1,67 @@
+"""recipes/superb/run.sh: option checks, and a two-task x two-upstream sweep on the tiny corpus."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "recipes/superb/run.sh"
+_FAST = "trainer.max_updates=4,trainer.validate_every_updates=2,trainer.save_every_updates=2"
+
+
+def _bash(*args: str, cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return subprocess.run(["bash", str(SCRIPT), *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_help_lists_the_stages(tmp_path: Path) -> None:
+    r = _bash("--help", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert re.findall(r"^\s+(\d)\s+\w", r.stdout, flags=re.M) == ["1", "2"]
+    assert "--upstream NAME=SPEC" in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "--data CORPUS is required"),
+    (["--data", "nowhere"], "--data: no such directory 'nowhere'"),
+    (["--data", "."], "give at least one --upstream NAME=SPEC"),
+    (["--data", ".", "--upstream", "fbank"], "--upstream must be NAME=SPEC"),
+    (["--data", ".", "--upstream", "a=fbank", "--nj", "0"], "--nj must be at least 1"),
+    (["--bogus"], "unknown option '--bogus'"),
+])
+def test_bad_options_fail_with_a_message(args: list[str], message: str, tmp_path: Path) -> None:
+    r = _bash(*args, cwd=tmp_path)
+    assert r.returncode == 1
+    assert message in r.stderr
+    assert not (tmp_path / "exp").exists()
+
+
+def test_sweep_runs_every_pair_and_reports(tiny_corpus: Path, tmp_path: Path) -> None:
+    exp = tmp_path / "sweep"
+    args = ["--data", str(tiny_corpus), "--exp-dir", str(exp), "--tasks", "ks er", "--nj", "2",
+            "--upstream", "fbank=fbank", "--upstream", "mfcc=mfcc", "--", _FAST]
+    r = _bash(*args, cwd=tmp_path, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    results = {}
+    for task in ("ks", "er"):
+        for name in ("fbank", "mfcc"):
+            res = json.loads((exp / "downstream" / f"{task}_{name}" / "result.json").read_text())
+            assert res["task"] == task and res["num_updates"] == 4
+            results[task, name] = res["value"]
+    table = (exp / "report/report.md").read_text()
+    for name in ("fbank", "mfcc"):
+        assert name in table
+    # a rerun skips the finished runs and leaves their results untouched
+    r = _bash(*args, cwd=tmp_path, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert len(re.findall(r"result\.json exists, skipping", r.stderr)) == 4
+    for (task, name), value in results.items():
+        assert json.loads((exp / "downstream" / f"{task}_{name}" / "result.json").read_text())["value"] == value
