@@ -3,11 +3,13 @@
 #
 #   bash recipes/superb/run.sh --data CORPUS --upstream NAME=SPEC [--upstream NAME=SPEC ...]
 #        [--tasks "pr asr ks qbe sid asv sd ic sf er"] [--exp-dir DIR] [--nj N]
-#        [--stage N] [--stop-stage M] [-- OVERRIDE ...]
+#        [--conf-dir DIR] [--stage N] [--stop-stage M] [-- OVERRIDE ...]
 #
 # SPEC is what `speechssl downstream -u` takes (fbank, mfcc, random:hubert@tiny, a zoo name)
 # or a path to a hub model directory / training checkpoint, which is loaded with `-k` and
-# reported as NAME. Everything after "--" is passed to every run as `-o` overrides.
+# reported as NAME. --conf-dir (default recipes/superb/conf) holds optional <task>.yaml runner
+# configs (-c), e.g. the CPU budgets of the BiLSTM heads; "--conf-dir none" uses the tasks'
+# defaults. Everything after "--" is passed to every run as `-o` overrides.
 #
 # Stages and their outputs (under --exp-dir, default exp/superb):
 #   1  train   downstream/<task>_<name>/ (result.json, checkpoints, logs; <task>_<name>.log
@@ -33,6 +35,7 @@ nj=2
 tasks="pr asr ks qbe sid asv sd ic sf er"
 upstreams=()
 overrides=()
+conf_dir=$recipe_dir/conf
 
 log() {
   echo "$(date '+%Y-%m-%d %H:%M:%S') (${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]}) $*" >&2
@@ -56,6 +59,7 @@ while [ $# -gt 0 ]; do
     --nj) nj=$2; shift 2 ;;
     --tasks) tasks=$2; shift 2 ;;
     --upstream) upstreams+=("$2"); shift 2 ;;
+    --conf-dir|--conf_dir) conf_dir=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; overrides=("$@"); break ;;
     *) die "unknown option '$1' (see --help)" ;;
@@ -67,6 +71,7 @@ done
 [ "$nj" -ge 1 ] || die "--nj must be at least 1, got $nj"
 [ -n "$data" ] || die "--data CORPUS is required (e.g. the output of 'speechssl corpus synth')"
 [ -d "$data" ] || die "--data: no such directory '$data'"
+[ "$conf_dir" = none ] || [ -d "$conf_dir" ] || die "--conf-dir: no such directory '$conf_dir'"
 [ "${#upstreams[@]}" -gt 0 ] || die "give at least one --upstream NAME=SPEC"
 for u in "${upstreams[@]}"; do
   [[ $u =~ ^[A-Za-z0-9._-]+=.+$ ]] || die "--upstream must be NAME=SPEC (NAME of letters, digits, . _ -), got '$u'"
@@ -94,9 +99,11 @@ run_one() {
   fi
   local u_args=(-u "$spec")
   [ -e "$spec" ] && u_args=(-u "$name" -k "$spec")
+  local c_args=()
+  [ "$conf_dir" != none ] && [ -f "$conf_dir/$task.yaml" ] && c_args=(-c "$conf_dir/$task.yaml")
   local t0=$SECONDS
   speechssl downstream -m train -d "$task" "${u_args[@]}" --data "$data" -p "$dir" -a \
-    "${o_args[@]+"${o_args[@]}"}" > "$dir.log" 2>&1 \
+    "${c_args[@]+"${c_args[@]}"}" "${o_args[@]+"${o_args[@]}"}" > "$dir.log" 2>&1 \
     || { tail -n 20 "$dir.log" >&2; die "downstream $task / $name failed; full log: $dir.log"; }
   log "  $task / $name ($(( SECONDS - t0 )) s): $(tail -n 1 "$dir.log")"
 }

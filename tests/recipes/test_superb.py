@@ -35,6 +35,7 @@ def test_help_lists_the_stages(tmp_path: Path) -> None:
     (["--data", "."], "give at least one --upstream NAME=SPEC"),
     (["--data", ".", "--upstream", "fbank"], "--upstream must be NAME=SPEC"),
     (["--data", ".", "--upstream", "a=fbank", "--nj", "0"], "--nj must be at least 1"),
+    (["--data", ".", "--upstream", "a=fbank", "--conf-dir", "nowhere"], "--conf-dir: no such directory 'nowhere'"),
     (["--bogus"], "unknown option '--bogus'"),
 ])
 def test_bad_options_fail_with_a_message(args: list[str], message: str, tmp_path: Path) -> None:
@@ -42,6 +43,16 @@ def test_bad_options_fail_with_a_message(args: list[str], message: str, tmp_path
     assert r.returncode == 1
     assert message in r.stderr
     assert not (tmp_path / "exp").exists()
+
+
+def test_budget_confs_are_valid_runner_configs() -> None:
+    from speechssl.downstream.runner import resolve_configs
+
+    confs = sorted((ROOT / "recipes/superb/conf").glob("*.yaml"))
+    assert {c.stem for c in confs} == {"asr", "sd", "sf"}
+    for conf in confs:
+        _, _, trainer, _ = resolve_configs(config_file=conf, flags={"task": conf.stem, "upstream": "fbank"})
+        assert trainer.max_updates == 250 and trainer.validate_every_updates == 50
 
 
 def test_sweep_runs_every_pair_and_reports(tiny_corpus: Path, tmp_path: Path) -> None:
