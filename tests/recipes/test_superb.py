@@ -65,7 +65,9 @@ def test_sweep_runs_every_pair_and_reports(tiny_corpus: Path, tmp_path: Path) ->
     for task in ("ks", "er"):
         for name in ("fbank", "mfcc"):
             res = json.loads((exp / "downstream" / f"{task}_{name}" / "result.json").read_text())
-            assert res["task"] == task and res["num_updates"] == 4
+            # the best-validation checkpoint is scored: update 2 or 4 of the 4 asked for
+            assert res["task"] == task and res["config"]["trainer"]["max_updates"] == 4
+            assert res["num_updates"] in (2, 4)
             results[task, name] = res["value"]
     table = (exp / "report/report.md").read_text()
     for name in ("fbank", "mfcc"):
