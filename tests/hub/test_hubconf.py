@@ -36,7 +36,9 @@ def test_entry_points_listed() -> None:
     entries = {f for f in dir(module) if callable(getattr(module, f)) and not f.startswith("_")}
     from speechssl.registry import list_methods
 
-    assert entries == {"load", *list_methods()} and {"hubert", "wav2vec2", toy.NAME} <= entries
+    # every registered method a Python name can spell (tests may register others, e.g. "tiny-mfp-test")
+    assert entries == {"load", *(m for m in list_methods() if m.isidentifier())}
+    assert {"hubert", "wav2vec2", toy.NAME} <= entries
     assert "ckpt" in module.hubert.__doc__ and module.hubert.__name__ == "hubert"
     assert set(module.dependencies) >= {"torch", "safetensors"}
 
