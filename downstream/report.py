@@ -127,15 +127,16 @@ def render_markdown(results: list[dict[str, Any]], plots: list[str] | None = Non
         m = t["meta"][task]
         arrow = "↑" if m["higher_is_better"] else "↓"
         header.append(f"{task} {_METRIC_NAMES.get(m['metric'], m['metric'])}{_unit(m['metric'])} {arrow}")
-    best: dict[str, str] = {}
+    best: dict[str, set[str]] = {}  # every upstream tied for the best value is bold
     for task in tasks:
         m = t["meta"][task]
         scored = {u: sum(v) / len(v) for (tk, u), v in t["cells"].items() if tk == task}
         if len(scored) > 1:
-            best[task] = (max if m["higher_is_better"] else min)(scored, key=scored.get)
+            top = (max if m["higher_is_better"] else min)(scored.values())
+            best[task] = {u for u, v in scored.items() if math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-12)}
     lines = ["# Downstream evaluation", "",
              "Each column is a task scored by its metric; ↑ means higher is better, ↓ lower is better. "
-             "The best upstream per task is in bold. Several runs of a cell show mean ± std (runs).", "",
+             "The best upstream per task is in bold (all of them on a tie). Several runs of a cell show mean ± std (runs).", "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for u in ups:
         row = [f"`{u}`"]
@@ -145,7 +146,7 @@ def render_markdown(results: list[dict[str, Any]], plots: list[str] | None = Non
                 row.append("–")
                 continue
             text = _fmt(t["meta"][task]["metric"], vals)
-            row.append(f"**{text}**" if best.get(task) == u else text)
+            row.append(f"**{text}**" if u in best.get(task, ()) else text)
         lines.append("| " + " | ".join(row) + " |")
     lines += ["", "## What the tasks are", ""]
     for task in tasks:

@@ -44,6 +44,18 @@ def test_markdown_table(exp_root):
     assert "| qbe | `hubert` | MAP 0.5000 |" in md
 
 
+def test_ties_are_all_bold(tmp_path):
+    for i, (up, value) in enumerate([("fbank", 0.0), ("hubert", 0.0), ("random", 0.5)]):
+        d = tmp_path / f"run{i}"
+        d.mkdir()
+        (d / "result.json").write_text(json.dumps(_result("sd", up, value, metric="der", higher=False)))
+    rows = {line.split(" | ")[0]: line for line in render_markdown(collect_results([tmp_path])).splitlines()
+            if line.startswith("| `")}
+    assert rows["| `fbank`"] == "| `fbank` | **0.00** |"
+    assert rows["| `hubert`"] == "| `hubert` | **0.00** |"
+    assert rows["| `random`"] == "| `random` | 50.00 |"
+
+
 def test_write_report_files(exp_root, tmp_path):
     out = write_report([exp_root], tmp_path / "report")
     assert out.read_text().count("![") == 2
