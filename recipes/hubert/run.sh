@@ -42,6 +42,8 @@ set -euo pipefail
 
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$recipe_dir/../.." && pwd)
+# shellcheck source=recipes/lib.sh
+source "$root/recipes/lib.sh"
 
 stage=0
 stop_stage=9
@@ -55,21 +57,6 @@ k2=
 layer=
 corpus_preset=
 pretrain_overrides=()
-
-log() {
-  # time, file:line of the caller (of the caller's caller with _up=1), message
-  local up=${_up:-0}
-  echo "$(date '+%Y-%m-%d %H:%M:%S') (${BASH_SOURCE[up + 1]##*/}:${BASH_LINENO[up]}) $*" >&2
-}
-
-usage() {
-  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
-}
-
-die() {
-  echo "$(date '+%Y-%m-%d %H:%M:%S') (${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]}) error: $*" >&2
-  exit 1
-}
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -128,11 +115,7 @@ conf1=$recipe_dir/conf/${preset}_iter1.yaml
 conf2=$recipe_dir/conf/${preset}_iter2.yaml
 [ -f "$conf1" ] && [ -f "$conf2" ] || die "missing $conf1 or $conf2"
 
-# The repository's virtual environment (tools/install.sh) unless one is active.
-if [ -z "${VIRTUAL_ENV:-}" ] && [ -x "$root/.venv/bin/speechssl" ]; then
-  export PATH="$root/.venv/bin:$PATH"
-fi
-command -v speechssl > /dev/null || die "speechssl not found: run 'bash tools/install.sh' first"
+use_venv
 
 if [ -z "$data_dir" ]; then
   data_dir=$exp_dir/corpus/read
@@ -185,26 +168,6 @@ run_shards() {
   for i in "${pids[@]}"; do
     wait "$i"
   done
-}
-
-stage_start=0
-# run_stage N: true when stage N is selected and not yet done.
-run_stage() {
-  local n=$1
-  [ "$stage" -le "$n" ] && [ "$stop_stage" -ge "$n" ] || return 1
-  if [ -f "$exp_dir/.stage$n.done" ]; then
-    _up=1 log "Stage $n: already done ($exp_dir/.stage$n.done), skipping"
-    return 1
-  fi
-  stage_start=$SECONDS
-  return 0
-}
-
-# done_stage N: leave the marker (holding the stage's wall time in seconds).
-done_stage() {
-  local secs=$(( SECONDS - stage_start ))
-  echo "$secs" > "$exp_dir/.stage$1.done"
-  _up=1 log "Stage $1: done in $secs s"
 }
 
 log "HuBERT recipe: preset=$preset exp_dir=$exp_dir data=$data_dir stages $stage..$stop_stage" \

@@ -24,27 +24,14 @@ set -euo pipefail
 
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$recipe_dir/../.." && pwd)
+# shellcheck source=recipes/lib.sh
+source "$root/recipes/lib.sh"
 
 stage=0
 stop_stage=4
 exp_dir=exp/quickstart
 nj=2
 tasks="ks sid pr"
-
-log() {
-  # time, file:line of the caller (of the caller's caller with _up=1), message
-  local up=${_up:-0}
-  echo "$(date '+%Y-%m-%d %H:%M:%S') (${BASH_SOURCE[up + 1]##*/}:${BASH_LINENO[up]}) $*" >&2
-}
-
-die() {
-  echo "$(date '+%Y-%m-%d %H:%M:%S') (${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]}) error: $*" >&2
-  exit 1
-}
-
-usage() {
-  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
-}
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -69,32 +56,6 @@ ds_dir=$exp_dir/downstream
 t_start=$SECONDS
 
 mkdir -p "$exp_dir"
-
-stage_start=0
-# run_stage N [always]: true when stage N is selected and (unless "always") not yet done.
-run_stage() {
-  local n=$1
-  [ "$stage" -le "$n" ] && [ "$stop_stage" -ge "$n" ] || return 1
-  if [ "${2:-}" != always ] && [ -f "$exp_dir/.stage$n.done" ]; then
-    _up=1 log "Stage $n: already done ($exp_dir/.stage$n.done, $(cat "$exp_dir/.stage$n.done") s), skipping"
-    return 1
-  fi
-  stage_start=$SECONDS
-  return 0
-}
-
-done_stage() {
-  local secs=$(( SECONDS - stage_start ))
-  echo "$secs" > "$exp_dir/.stage$1.done"
-  _up=1 log "Stage $1: done in ${secs} s"
-}
-
-use_venv() {
-  if [ -z "${VIRTUAL_ENV:-}" ] && [ -x "$root/.venv/bin/speechssl" ]; then
-    export PATH="$root/.venv/bin:$PATH"
-  fi
-  command -v speechssl > /dev/null || die "speechssl not found: run 'bash tools/install.sh' (stage 0)"
-}
 
 if run_stage 0 always; then
   log "Stage 0: install speechssl (tools/install.sh)"

@@ -26,6 +26,8 @@ set -euo pipefail
 
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$recipe_dir/../.." && pwd)
+# shellcheck source=recipes/lib.sh
+source "$root/recipes/lib.sh"
 
 stage=1
 stop_stage=2
@@ -36,19 +38,6 @@ tasks="pr asr ks qbe sid asv sd ic sf er"
 upstreams=()
 overrides=()
 conf_dir=$recipe_dir/conf
-
-log() {
-  echo "$(date '+%Y-%m-%d %H:%M:%S') (${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]}) $*" >&2
-}
-
-die() {
-  echo "$(date '+%Y-%m-%d %H:%M:%S') (${BASH_SOURCE[1]##*/}:${BASH_LINENO[0]}) error: $*" >&2
-  exit 1
-}
-
-usage() {
-  sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d' | sed 's/^# \{0,1\}//'
-}
 
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -77,10 +66,7 @@ for u in "${upstreams[@]}"; do
   [[ $u =~ ^[A-Za-z0-9._-]+=.+$ ]] || die "--upstream must be NAME=SPEC (NAME of letters, digits, . _ -), got '$u'"
 done
 
-if [ -z "${VIRTUAL_ENV:-}" ] && [ -x "$root/.venv/bin/speechssl" ]; then
-  export PATH="$root/.venv/bin:$PATH"
-fi
-command -v speechssl > /dev/null || die "speechssl not found: run 'bash tools/install.sh'"
+use_venv
 
 ds_dir=$exp_dir/downstream
 mkdir -p "$ds_dir"
