@@ -28,11 +28,11 @@ from typing import Callable, Literal, Sequence
 
 import numpy as np
 import torch
-from speechssl.log import progress_bar
 
 from speechssl.atomic import atomic_write_text
 from speechssl.data.manifest import Manifest
 from speechssl.downstream.upstreams import LoadedUpstream
+from speechssl.log import progress_bar
 
 __all__ = ["CACHE_FORMAT_VERSION", "CachedSplit", "FeatureCache", "compute_hidden_states"]
 
@@ -174,7 +174,7 @@ class FeatureCache:
             index = np.zeros((len(manifest), 2), dtype=np.int64)
             written = 0
             bar = progress_bar(total=len(manifest), desc=f"caching {split} ({upstream.name})", unit="utt",
-                       disable=None, leave=False)
+                               disable=None, leave=False)
             for rows, states, lengths in compute_hidden_states(
                     upstream, manifest, keep, max_samples=self.max_samples, device=self.device,
                     load_audio=load_audio):

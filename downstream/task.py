@@ -35,6 +35,7 @@ from speechssl.data.manifest import Manifest, read_labels, read_manifest
 from speechssl.downstream.cache import CachedSplit, FeatureCache
 from speechssl.downstream.featurizer import Featurizer
 from speechssl.downstream.upstreams import LoadedUpstream
+from speechssl.log import progress_bar
 from speechssl.nn.lengths import pad_list
 from speechssl.train.task import SizedDataset, Task
 
@@ -385,8 +386,6 @@ class DownstreamTaskBase(Task):
     def predict(self, model: DownstreamModel, split: str, *, max_tokens: int,
                 device: str | torch.device = "cpu") -> list[Any]:
         """Predictions for every utterance of ``split`` in manifest order (model in eval mode)."""
-        from speechssl.log import progress_bar
-
         from speechssl.data.sampler import MaxTokensBatchSampler
 
         ds = self.dataset(split)

@@ -7,13 +7,13 @@ from typing import Any, ClassVar, Literal, Optional
 
 import numpy as np
 import torch
-from speechssl.log import progress_bar
 
 from speechssl.data.manifest import Manifest, read_labels
 from speechssl.downstream import metrics
 from speechssl.downstream.qbe.dtw import dtw_score
 from speechssl.downstream.sd.mixtures import voice_activity
 from speechssl.downstream.task import DownstreamTaskBase, SplitData, read_subset_labels, subset_split
+from speechssl.log import progress_bar
 
 __all__ = ["QbEConfig", "QueryByExample"]
 
@@ -134,7 +134,8 @@ class QueryByExample(DownstreamTaskBase):
             qs = [(q - mean) / std for q in qs]
             ds = [(d - mean) / std for d in ds]
         scores = np.zeros((len(qs), len(ds)))
-        for a, q in enumerate(progress_bar(qs, desc=f"DTW layer {self._layers[layer_pos]}", leave=False, disable=None)):
+        bar = progress_bar(qs, desc=f"DTW layer {self._layers[layer_pos]}", leave=False, disable=None)
+        for a, q in enumerate(bar):
             if len(q) < self.cfg.min_query_frames:
                 continue
             scores[a] = [dtw_score(q, d, kind=self.cfg.distance, minmax_norm=self.cfg.minmax_norm) for d in ds]

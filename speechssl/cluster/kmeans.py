@@ -39,6 +39,7 @@ import torch
 
 from speechssl.cluster.model import KMeansModel, default_chunk_rows, nearest_centroid
 from speechssl.cluster.rows import Rows, sample_rows
+from speechssl.log import progress_bar
 
 __all__ = ["fit_kmeans", "kmeans_plusplus", "default_init_size", "default_seed_size"]
 
@@ -309,8 +310,6 @@ def _lloyd(passes: _Passes, centroids: torch.Tensor, *, max_iter: int, tol: floa
     """
     bar = None
     if progress and passes.comm.rank == 0:
-        from speechssl.log import progress_bar
-
         bar = progress_bar(total=max_iter, desc=desc, unit="it", leave=False)
     prev = math.inf
     converged = False

@@ -22,6 +22,7 @@ from speechssl.atomic import atomic_open
 from speechssl.cluster.model import KMeansModel
 from speechssl.cluster.store import FeatureShard, open_shard, shard_paths
 from speechssl.data.manifest import Dictionary, write_dict
+from speechssl.log import progress_bar
 
 __all__ = ["shard_label_path", "dump_shard_labels", "merge_shard_labels", "dump_labels"]
 
@@ -81,8 +82,6 @@ def _predict_shard(model: KMeansModel, shard: FeatureShard, device: torch.device
     labels = np.empty(n, dtype=np.int64)
     bar = None
     if progress:
-        from speechssl.log import progress_bar
-
         bar = progress_bar(total=n, desc=desc, unit="frame", unit_scale=True, leave=False)
     try:
         for a in range(0, n, _BLOCK_FRAMES):

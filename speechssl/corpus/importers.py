@@ -27,6 +27,7 @@ from speechssl.audio import info as audio_info
 from speechssl.audio import load_numpy, save
 from speechssl.corpus.labels import class_dict, letters_of
 from speechssl.data.manifest import FormatError, build_dict, write_dict, write_labels, write_manifest
+from speechssl.log import progress_bar
 
 __all__ = ["make_manifest", "import_librispeech", "import_speech_commands", "SPEECH_COMMANDS_KEYWORDS"]
 
@@ -71,8 +72,6 @@ def make_manifest(root: str | Path, dest: str | Path, *, ext: str = "flac", vali
     files = sorted(Path(dir_path).rglob(f"*.{ext.lstrip('.')}"))
     rand = random.Random(seed)
     rows: dict[str, list[tuple[str, int]]] = {"train": [], "valid": []}
-    from speechssl.log import progress_bar
-
     for fname in progress_bar(files, desc="indexing", unit="file", disable=not progress):
         file_path = os.path.realpath(fname)
         if path_must_contain and path_must_contain not in file_path:

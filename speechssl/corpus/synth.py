@@ -34,6 +34,7 @@ from speechssl.corpus.render import SAMPLE_RATE, Item, render
 from speechssl.corpus.speakers import STYLES
 from speechssl.corpus.text import TextBank
 from speechssl.data.manifest import Dictionary, build_dict, write_dict, write_labels, write_manifest
+from speechssl.log import progress_bar
 from speechssl.version import __version__
 
 __all__ = ["synthesize_corpus", "render_items", "is_complete"]
@@ -93,8 +94,6 @@ def render_items(items: list[Item], out: str | Path, *, jobs: int = 1, progress:
     todo = [it for it in items if not _meta_path(out, it).is_file()]
     if not todo:
         return 0
-    from speechssl.log import progress_bar
-
     bar = progress_bar(total=len(todo), desc="synthesizing", unit="utt", disable=not progress, dynamic_ncols=True)
     try:
         if jobs <= 1 or len(todo) == 1:

@@ -39,6 +39,7 @@ from speechssl.data.manifest import Manifest, read_manifest
 from speechssl.features import kaldi
 from speechssl.features.cmvn import CmvnStats
 from speechssl.features.framing import FrameOptions
+from speechssl.log import progress_bar
 
 __all__ = [
     "FeatureSource", "KaldiFeatureSource", "UpstreamFeatureSource", "KALDI_FEATURES",
@@ -338,13 +339,11 @@ def dump_features(manifest: str | Path | Manifest, feat_dir: str | Path, source:
     for p in paths.values():  # an older shard must not mix with the new one
         p.unlink(missing_ok=True)
 
-    from speechssl.log import progress_bar
-
     from speechssl import audio
 
     sample_rate = int(getattr(source, "sample_rate", 16000))
     bar = progress_bar(total=end - start, initial=rows_done, desc=f"{split} {rank}/{nshard}", unit="utt",
-               disable=not progress, dynamic_ncols=True)
+                       disable=not progress, dynamic_ncols=True)
     last_mark = time.monotonic()
     with open(partial.data, "ab") as data_f, open(partial.lengths, "a", encoding="utf-8") as len_f:
         for row in range(start + rows_done, end):
