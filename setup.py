@@ -30,7 +30,7 @@ setup(
     python_requires=">=3.10",
     packages=_packages,
     package_dir={"speechssl.upstream": "upstream", "speechssl.downstream": "downstream"},
-    package_data={"speechssl.corpus": ["texts/*.txt", "texts/*.json"]},
+    package_data={"speechssl.corpus": ["texts/*.txt", "texts/*.json"], "speechssl.nn.ssm": ["csrc/*.cpp"]},
     install_requires=[
         "torch==2.13.0",
         "numpy>=1.24,<3",

@@ -1,13 +1,14 @@
-"""Benchmark the selective scan: chunked torch path (and mamba-ssm's kernel on CUDA) vs the sequential reference.
+"""Benchmark the selective scan: native CPU kernel, chunked torch path (and mamba-ssm's kernel on CUDA) vs the sequential reference.
 
     python tools/bench/ssm.py [--quick] [--device cpu|cuda] [--threads N] [--measure-all]
 
 For L in 512, 2048, 8192 (``--quick``: 512, 2048) at B=8, D=384, N=16 (Mamba's shapes: inputs are
 contiguous ``(B, D, L)``, delta with softplus and bias, D skip and z gate), every implementation
 runs forward, and forward+backward, in a fresh subprocess per configuration. Prints ONE JSON line.
-``chunked`` gets contiguous ``(B, D, L)`` inputs (mamba-ssm's kernel layout, so it pays for
-time-major copies); ``chunked_tm`` gets ``(B, D, L)`` views of time-major ``(B, L, D)`` memory,
-which is what a Mamba block passes and needs no layout change.
+``native`` and ``chunked`` get contiguous ``(B, D, L)`` inputs (mamba-ssm's kernel layout);
+``native_tm`` and ``chunked_tm`` get ``(B, D, L)`` views of time-major ``(B, L, D)`` memory, which
+is what a Mamba block passes. The headline ``ratio`` is the fastest path this machine has
+(``native`` when its kernel builds, else ``chunked``; ``fused`` on CUDA with mamba-ssm).
 
 Timing: one warm-up run, then the median of ``--repeats`` runs (the reference: one untimed
 warm-up is skipped at L >= 2048 to keep the run short; its first run is timed).
@@ -97,8 +98,8 @@ def _worker(impl: str, mode: str, length: int, device: str, threads: int, repeat
         "delta_bias": torch.rand(D, generator=gen) * 4 - 6,
     }
     x = {k: v.to(device) for k, v in x.items()}
-    if impl == "chunked_tm":   # (B, D, L) views of time-major (B, L, D) memory, as a Mamba block passes them
-        impl = "chunked"
+    if impl.endswith("_tm"):   # (B, D, L) views of time-major (B, L, D) memory, as a Mamba block passes them
+        impl = impl[:-3]
         x.update({k: x[k].transpose(1, 2).contiguous().transpose(1, 2) for k in ("u", "delta", "z")})
     grad_keys = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
     if mode == "fwdbwd":
@@ -131,7 +132,7 @@ def main() -> int:
     parser.add_argument("--worker", nargs=3, metavar=("IMPL", "MODE", "L"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
-    from speechssl.nn.ssm import auto_chunk_size, fused_available
+    from speechssl.nn.ssm import auto_chunk_size, fused_available, native_available
 
     chunk = args.chunk_size or auto_chunk_size(B, D, N)
     if args.worker:
@@ -141,6 +142,8 @@ def main() -> int:
 
     lengths = [512, 2048] if args.quick else [512, 2048, 8192]
     impls = ["chunked", "chunked_tm", "ref"]
+    if args.device == "cpu" and native_available():
+        impls[:0] = ["native", "native_tm"]
     if args.device == "cuda" and fused_available():
         impls.insert(0, "fused")
     common = ["--device", args.device, "--threads", str(args.threads), "--repeats", str(args.repeats),
@@ -171,8 +174,10 @@ def main() -> int:
         return round(ref[f"{mode}_{key}"] / max(fast[f"{mode}_{key}"], 1e-12), 2)
 
     fast = impls[0]
-    tm_speedups = {"speedup_fwd_time_major_inputs": {str(n): ratio("chunked_tm", "fwd", n) for n in lengths},
-                   "speedup_fwdbwd_time_major_inputs": {str(n): ratio("chunked_tm", "fwdbwd", n) for n in lengths}}
+    others = {}
+    for impl in impls[1:-1]:    # every path but the headline one and the reference
+        for mode in ("fwd", "fwdbwd"):
+            others[f"speedup_{mode}_{impl}"] = {str(n): ratio(impl, mode, n) for n in lengths}
     summary = {
         "bench": "ssm_selective_scan",
         "baseline": "ref (sequential loop, speechssl.nn.ssm.selective_scan_ref)",
@@ -182,7 +187,7 @@ def main() -> int:
         "speedup_fwd": {str(n): ratio(fast, "fwd", n) for n in lengths},
         "speedup_fwdbwd": {str(n): ratio(fast, "fwdbwd", n) for n in lengths},
         "memory_ratio_fwdbwd": {str(n): ratio(fast, "fwdbwd", n, "peak_bytes") for n in lengths},
-        **tm_speedups,
+        **others,
         f"{fast}_fwdbwd_peak_bytes_per_L": {str(r["L"]): r["fwdbwd_peak_bytes_per_L"]
                                             for r in results if r["impl"] == fast},
         "shape": {"B": B, "D": D, "N": N}, "chunk_size": chunk, "device": args.device,

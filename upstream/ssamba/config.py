@@ -59,7 +59,7 @@ class SsambaConfig:
     norm_eps: float = 1e-5
     drop_rate: float = 0.0  # dropout after adding position embeddings
     drop_path_rate: float = 0.1  # stochastic depth, increasing linearly to this over the blocks
-    scan_impl: Literal["auto", "ref", "chunked", "fused"] = "auto"  # selective-scan implementation
+    scan_impl: Literal["auto", "ref", "chunked", "native", "fused"] = "auto"  # selective-scan implementation
     # Recompute each block's mixer in the backward pass instead of keeping its activations
     # (training only): several times less memory for long inputs, about one more forward pass.
     checkpoint_activations: bool = False

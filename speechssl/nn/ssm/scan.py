@@ -6,9 +6,12 @@ Implementations (``impl=``):
   slow, ``B·D·L·N`` memory; for tests).
 * ``"chunked"``: :func:`~speechssl.nn.ssm.scan_chunked.selective_scan_chunked`, pure torch, runs
   on any device, memory linear in ``L`` for training.
+* ``"native"``: :func:`~speechssl.nn.ssm.scan_native.selective_scan_native`, a C++ kernel built
+  on first use with the system compiler; CPU inputs with input-dependent ``B`` and ``C``.
 * ``"fused"``: mamba-ssm's CUDA kernel ``selective_scan_fn`` (``pip install mamba-ssm``), CUDA inputs only.
-* ``"auto"``: ``"fused"`` when the inputs are on CUDA and ``mamba_ssm`` imports, else ``"chunked"``.
-  The choice is logged once per (device type, choice).
+* ``"auto"``: on CUDA, ``"fused"`` when ``mamba_ssm`` imports; on CPU, ``"native"`` when the
+  kernel builds and ``B``, ``C`` are input-dependent (Mamba's case); ``"chunked"`` otherwise.
+  The choice is logged once per (device type, choice, reason).
 """
 from __future__ import annotations
 
@@ -20,14 +23,15 @@ from typing import Callable, Literal
 import torch
 
 from speechssl.nn.ssm.scan_chunked import selective_scan_chunked
+from speechssl.nn.ssm.scan_native import native_unavailable_reason, selective_scan_native
 from speechssl.nn.ssm.scan_ref import selective_scan_ref
 
 __all__ = ["selective_scan", "fused_available", "ScanImpl"]
 
 logger = logging.getLogger(__name__)
 
-ScanImpl = Literal["auto", "ref", "chunked", "fused"]
-_IMPLS = ("auto", "ref", "chunked", "fused")
+ScanImpl = Literal["auto", "ref", "chunked", "native", "fused"]
+_IMPLS = ("auto", "ref", "chunked", "native", "fused")
 _FUSED_HINT = ("install mamba-ssm on a machine with CUDA and a matching torch build: "
                "`pip install mamba-ssm causal-conv1d --no-build-isolation`")
 
@@ -114,6 +118,15 @@ def _run_fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_
               None if delta_bias is None else delta_bias.float(), delta_softplus, return_last_state)
 
 
+def _native_problem(u: torch.Tensor, B: torch.Tensor, C: torch.Tensor) -> str | None:
+    """Why the native kernel cannot run these inputs (None when it can)."""
+    if u.device.type != "cpu":
+        return f"it runs on CPU tensors, got {u.device}"
+    if B.dim() == 2 or C.dim() == 2:
+        return "it needs input-dependent B and C, got a time-invariant (D, N) matrix"
+    return native_unavailable_reason()
+
+
 def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                    C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
                    delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
@@ -139,8 +152,9 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
         delta_bias: ``(D,)`` added to ``delta``, optional.
         delta_softplus: apply softplus to ``delta`` (after the bias).
         return_last_state: also return the final state ``(B, D, N)`` (no gradient flows through it).
-        impl: ``"auto"``, ``"ref"``, ``"chunked"`` or ``"fused"`` (see module docstring).
-        chunk_size: steps per chunk for ``"chunked"`` (default: ``auto_chunk_size(B, D, N)``).
+        impl: ``"auto"``, ``"ref"``, ``"chunked"``, ``"native"`` or ``"fused"`` (see module docstring).
+        chunk_size: steps per chunk for ``"chunked"`` (default: ``auto_chunk_size(B, D, N)``);
+            the other implementations ignore it.
 
     Returns:
         ``out`` of shape ``(B, D, L)`` in ``u.dtype`` (computed in float32, or float64 for float64
@@ -148,7 +162,8 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
 
     Raises:
         ValueError: shapes do not match.
-        RuntimeError: ``impl="fused"`` without mamba-ssm or without CUDA inputs.
+        RuntimeError: ``impl="fused"`` without mamba-ssm or without CUDA inputs; ``impl="native"``
+            on inputs or a machine it cannot run (the message says which).
     """
     if impl not in _IMPLS:
         raise ValueError(f"impl: expected one of {list(_IMPLS)}, got {impl!r}")
@@ -159,10 +174,18 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
         if u.device.type == "cuda" and fused_available():
             impl = "fused"
             _log_choice("cuda", "fused", "mamba-ssm kernel")
-        else:
-            reason = "CUDA input but mamba_ssm not importable" if u.device.type == "cuda" else "pure torch"
+        elif u.device.type == "cuda":
             impl = "chunked"
-            _log_choice(u.device.type, "chunked", reason)
+            _log_choice("cuda", "chunked", "mamba_ssm not importable")
+        else:
+            problem = _native_problem(u, B, C)
+            impl = "native" if problem is None else "chunked"
+            _log_choice(u.device.type, impl, "C++ kernel" if problem is None else f"native kernel unusable: {problem}")
+    if impl == "native":
+        problem = _native_problem(u, B, C)
+        if problem is not None:
+            raise RuntimeError(f"selective_scan(impl='native'): {problem}; use impl='auto' or 'chunked'")
+        return selective_scan_native(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if impl == "fused":
         return _run_fused(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
     if impl == "ref":

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from speechssl.nn.ssm.mamba import DropPath, MambaBlock, MambaMixer, causal_depthwise_conv, reverse_padded
+from speechssl.nn.ssm.scan_native import native_available
 
 from .tolerance import assert_close
 
@@ -83,9 +84,11 @@ def test_mamba_blocks_match_transformers_mamba_model() -> None:
     assert diff <= PARITY_TOL, diff
 
 
-@pytest.mark.parametrize("impl", ["chunked", "ref"])
+@pytest.mark.parametrize("impl", ["chunked", "native", "ref"])
 def test_bidirectional_mixer_equals_two_transformers_mixers(impl: str) -> None:
     """Vim "v2": out_proj((y_fwd + flip(y_bwd(flip x))) / 2) = mean of two one-way mixers (out_proj is linear)."""
+    if impl == "native" and not native_available():
+        pytest.skip("native selective-scan kernel unavailable")
     model_f, cfg = _hf_model(seed=0, layers=1)
     model_b, _ = _hf_model(seed=5, layers=1)
     fwd, bwd = model_f.layers[0].mixer, model_b.layers[0].mixer
