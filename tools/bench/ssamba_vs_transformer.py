@@ -11,6 +11,10 @@ identical and cheap, so it is left out) and run ``depth`` blocks plus the final 
   mixer is recomputed in the backward pass instead of keeping its activations.
 * SSAST-style transformer: pre-LN ViT blocks (``speechssl.nn.transformer.TransformerEncoderLayer``
   with ``layer_norm_first=True``, 4x MLP, GELU, ``D / 64`` heads, PyTorch SDPA attention), final LayerNorm.
+  SDPA picks a fused (flash-style) kernel whose memory is linear in the tokens.
+* with ``--with-materialized-attention``, also that transformer with SDPA's math backend, which
+  materialises the ``(heads, L, L)`` attention matrix as SSAST's timm ViT does: the baseline the
+  SSAMBA paper's memory figure is measured against.
 
 For each token count (default 512 ... 8192; ``--quick``: 256 ... 2048) each model runs
 forward+backward (``--mode fwd``: forward under no_grad, the paper's "batch inference") in a
@@ -53,6 +57,8 @@ def _build(kind: str, width: int, depth: int):
             return model.encode(x, lengths)[-1]
         return model, run
 
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
     from speechssl.nn.transformer import TransformerEncoderLayer
 
     layers = nn.ModuleList([TransformerEncoderLayer(width, 4 * width, max(1, width // 64), dropout=0.0,
@@ -65,6 +71,12 @@ def _build(kind: str, width: int, depth: int):
         for layer in layers:
             x = layer(x)
         return norm(x)
+
+    if kind == "transformer_math":
+        def run_math(x: torch.Tensor) -> torch.Tensor:
+            with sdpa_kernel(SDPBackend.MATH):
+                return run(x)
+        return model, run_math
     return model, run
 
 
@@ -104,6 +116,8 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per configuration below 4096 tokens")
     parser.add_argument("--with-checkpointing", action="store_true",
                         help="also run SSAMBA with activation checkpointing (forward+backward only)")
+    parser.add_argument("--with-materialized-attention", action="store_true",
+                        help="also run the transformer with an explicit (L, L) attention matrix (SSAST's)")
     parser.add_argument("--worker", nargs=2, metavar=("MODEL", "TOKENS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.with_checkpointing and args.mode != "fwdbwd":
@@ -124,7 +138,9 @@ def main() -> int:
     params = {}
     for tokens in sizes:
         row: dict = {"tokens": tokens}
-        for kind in ("ssamba", "transformer") + (("ssamba_ckpt",) if args.with_checkpointing else ()):
+        kinds = (("ssamba", "transformer") + (("ssamba_ckpt",) if args.with_checkpointing else ())
+                 + (("transformer_math",) if args.with_materialized_attention else ()))
+        for kind in kinds:
             print(f"[ssamba_vs_transformer] {kind} {args.mode} tokens={tokens}", file=sys.stderr, flush=True)
             m = measure_in_subprocess(__file__, [kind, str(tokens), *common])
             row[f"{kind}_s"] = round(m["seconds"], 4)
@@ -135,6 +151,10 @@ def main() -> int:
         row["memory_ratio"] = round(row["transformer_peak_bytes"] / max(row["ssamba_peak_bytes"], 1), 3)
         row["ssamba_faster_pct"] = round(100 * (1 - row["ssamba_s"] / row["transformer_s"]), 1)
         row["ssamba_less_memory_pct"] = round(100 * (1 - row["ssamba_peak_bytes"] / max(row["transformer_peak_bytes"], 1)), 1)
+        if "transformer_math_s" in row:
+            row["speedup_vs_materialized"] = round(row["transformer_math_s"] / max(row["ssamba_s"], 1e-12), 3)
+            row["memory_ratio_vs_materialized"] = round(
+                row["transformer_math_peak_bytes"] / max(row["ssamba_peak_bytes"], 1), 3)
         if "ssamba_ckpt_s" in row:
             row["ssamba_ckpt_speedup"] = round(row["transformer_s"] / max(row["ssamba_ckpt_s"], 1e-12), 3)
             row["ssamba_ckpt_memory_ratio"] = round(row["transformer_peak_bytes"] / max(row["ssamba_ckpt_peak_bytes"], 1), 3)
