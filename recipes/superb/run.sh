@@ -3,17 +3,20 @@
 #
 #   bash recipes/superb/run.sh --data CORPUS --upstream NAME=SPEC [--upstream NAME=SPEC ...]
 #        [--tasks "pr asr ks qbe sid asv sd ic sf er"] [--exp-dir DIR] [--nj N]
-#        [--conf-dir DIR] [--stage N] [--stop-stage M] [-- OVERRIDE ...]
+#        [--conf-dir DIR] [--seeds "1 2 3"] [--stage N] [--stop-stage M] [-- OVERRIDE ...]
 #
 # SPEC is what `speechssl downstream -u` takes (fbank, mfcc, random:hubert@tiny, a zoo name)
 # or a path to a hub model directory / training checkpoint, which is loaded with `-k` and
 # reported as NAME. --conf-dir (default recipes/superb/conf) holds optional <task>.yaml runner
 # configs (-c), e.g. the CPU budgets of the BiLSTM heads; "--conf-dir none" uses the tasks'
-# defaults. Everything after "--" is passed to every run as `-o` overrides.
+# defaults. --seeds (default "1") trains one head per seed (runner --seed); the report shows
+# mean ± std over the seeds of a cell. Everything after "--" is passed to every run as `-o`
+# overrides.
 #
 # Stages and their outputs (under --exp-dir, default exp/superb):
 #   1  train   downstream/<task>_<name>/ (result.json, checkpoints, logs; <task>_<name>.log
-#              beside it). Runs that already have a result.json are skipped, interrupted
+#              beside it; seeds other than 1 add _seed<S>). Runs that already have a
+#              result.json are skipped, interrupted
 #              runs resume (-a); --nj runs share the machine (one torch thread each by
 #              default). Upstream features are cached once per split and shared by tasks.
 #   2  report  report/report.md (+ report.json, metrics.png, layer_weights.png)
@@ -37,6 +40,7 @@ nj=2
 tasks="pr asr ks qbe sid asv sd ic sf er"
 upstreams=()
 overrides=()
+seeds="1"
 conf_dir=$recipe_dir/conf
 
 while [ $# -gt 0 ]; do
@@ -49,6 +53,7 @@ while [ $# -gt 0 ]; do
     --tasks) tasks=$2; shift 2 ;;
     --upstream) upstreams+=("$2"); shift 2 ;;
     --conf-dir|--conf_dir) conf_dir=$2; shift 2 ;;
+    --seeds) seeds=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; overrides=("$@"); break ;;
     *) die "unknown option '$1' (see --help)" ;;
@@ -58,6 +63,7 @@ for v in stage stop_stage nj; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "--${v//_/-} must be a non-negative integer, got '${!v}'"
 done
 [ "$nj" -ge 1 ] || die "--nj must be at least 1, got $nj"
+[[ $seeds =~ ^[0-9]+( [0-9]+)*$ ]] || die "--seeds must be non-negative integers separated by spaces, got '$seeds'"
 [ -n "$data" ] || die "--data CORPUS is required (e.g. the output of 'speechssl corpus synth')"
 [ -d "$data" ] || die "--data: no such directory '$data'"
 [ "$conf_dir" = none ] || [ -d "$conf_dir" ] || die "--conf-dir: no such directory '$conf_dir'"
@@ -75,10 +81,11 @@ for o in "${overrides[@]+"${overrides[@]}"}"; do
   o_args+=(-o "$o")
 done
 
-# run_one TASK NAME SPEC: train a head on the frozen upstream, then score it on test.
+# run_one TASK NAME SPEC SEED: train a head on the frozen upstream, then score it on test.
 run_one() {
-  local task=$1 name=$2 spec=$3
+  local task=$1 name=$2 spec=$3 seed=$4
   local dir=$ds_dir/${task}_$name
+  [ "$seed" = 1 ] || dir=${dir}_seed$seed
   if [ -f "$dir/result.json" ]; then
     log "  $task / $name: $dir/result.json exists, skipping"
     return 0
@@ -88,15 +95,15 @@ run_one() {
   local c_args=()
   [ "$conf_dir" != none ] && [ -f "$conf_dir/$task.yaml" ] && c_args=(-c "$conf_dir/$task.yaml")
   local t0=$SECONDS
-  speechssl downstream -m train -d "$task" "${u_args[@]}" --data "$data" -p "$dir" -a \
+  speechssl downstream -m train -d "$task" "${u_args[@]}" --data "$data" -p "$dir" -a --seed "$seed" \
     "${c_args[@]+"${c_args[@]}"}" "${o_args[@]+"${o_args[@]}"}" > "$dir.log" 2>&1 \
-    || { tail -n 20 "$dir.log" >&2; die "downstream $task / $name failed; full log: $dir.log"; }
-  log "  $task / $name ($(( SECONDS - t0 )) s): $(tail -n 1 "$dir.log")"
+    || { tail -n 20 "$dir.log" >&2; die "downstream $task / $name (seed $seed) failed; full log: $dir.log"; }
+  log "  $task / $name / seed $seed ($(( SECONDS - t0 )) s): $(tail -n 1 "$dir.log")"
 }
 
 t_start=$SECONDS
 if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  log "Stage 1: tasks ($tasks) x upstreams (${upstreams[*]}), $nj at a time -> $ds_dir"
+  log "Stage 1: tasks ($tasks) x upstreams (${upstreams[*]}) x seeds ($seeds), $nj at a time -> $ds_dir"
   if [ -z "${OMP_NUM_THREADS:-}" ]; then
     cores=$(nproc 2> /dev/null || echo 1)
     export OMP_NUM_THREADS=$(( cores / nj > 0 ? cores / nj : 1 ))
@@ -104,12 +111,14 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   pids=()
   for task in $tasks; do
     for u in "${upstreams[@]}"; do
-      run_one "$task" "${u%%=*}" "${u#*=}" &
-      pids+=($!)
-      if [ "${#pids[@]}" -ge "$nj" ]; then
-        wait "${pids[0]}"
-        pids=("${pids[@]:1}")
-      fi
+      for seed in $seeds; do
+        run_one "$task" "${u%%=*}" "${u#*=}" "$seed" &
+        pids+=($!)
+        if [ "${#pids[@]}" -ge "$nj" ]; then
+          wait "${pids[0]}"
+          pids=("${pids[@]:1}")
+        fi
+      done
     done
   done
   for p in "${pids[@]+"${pids[@]}"}"; do

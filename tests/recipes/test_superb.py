@@ -36,6 +36,7 @@ def test_help_lists_the_stages(tmp_path: Path) -> None:
     (["--data", ".", "--upstream", "fbank"], "--upstream must be NAME=SPEC"),
     (["--data", ".", "--upstream", "a=fbank", "--nj", "0"], "--nj must be at least 1"),
     (["--data", ".", "--upstream", "a=fbank", "--conf-dir", "nowhere"], "--conf-dir: no such directory 'nowhere'"),
+    (["--data", ".", "--upstream", "a=fbank", "--seeds", "1,2"], "--seeds must be non-negative integers"),
     (["--bogus"], "unknown option '--bogus'"),
 ])
 def test_bad_options_fail_with_a_message(args: list[str], message: str, tmp_path: Path) -> None:
@@ -78,3 +79,16 @@ def test_sweep_runs_every_pair_and_reports(tiny_corpus: Path, tmp_path: Path) ->
     assert len(re.findall(r"result\.json exists, skipping", r.stderr)) == 4
     for (task, name), value in results.items():
         assert json.loads((exp / "downstream" / f"{task}_{name}" / "result.json").read_text())["value"] == value
+
+
+def test_seeds_train_one_head_each_and_report_mean_and_std(tiny_corpus: Path, tmp_path: Path) -> None:
+    exp = tmp_path / "seeds"
+    r = _bash("--data", str(tiny_corpus), "--exp-dir", str(exp), "--tasks", "er", "--nj", "2", "--seeds", "1 2",
+              "--upstream", "fbank=fbank", "--", _FAST, cwd=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    runs = {d: json.loads((exp / "downstream" / d / "result.json").read_text()) for d in ("er_fbank", "er_fbank_seed2")}
+    assert [runs[d]["seed"] for d in ("er_fbank", "er_fbank_seed2")] == [1, 2]
+    values = [100 * run["value"] for run in runs.values()]
+    mean = sum(values) / 2
+    row = next(line for line in (exp / "report/report.md").read_text().splitlines() if line.startswith("| `fbank`"))
+    assert f"{mean:.2f} ± " in row and "(2)" in row
