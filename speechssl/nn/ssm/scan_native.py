@@ -188,14 +188,40 @@ def _split(n_units: int, threads: int) -> list[tuple[int, int]]:
     return [(edges[i], edges[i + 1]) for i in range(threads)]
 
 
-def _run(fn, ranges: list[tuple[int, int]], extra: list) -> None:
-    """``fn(j0, j1, *extra[i])`` for each block range, on one thread each."""
-    if len(ranges) == 1:
-        fn(*ranges[0], *extra[0])
+def _run(calls: list) -> None:
+    """Run the zero-argument ``calls`` (one per block range), each on its own thread when several."""
+    if len(calls) == 1:
+        calls[0]()
         return
-    with ThreadPoolExecutor(max_workers=len(ranges)) as pool:
-        for f in [pool.submit(fn, j0, j1, *ex) for (j0, j1), ex in zip(ranges, extra)]:
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        for f in [pool.submit(call) for call in calls]:
             f.result()
+
+
+def _launch(u, delta, z, A, Bt, Ct, D, delta_bias, softplus: bool, lanes: int,
+            **tensors: torch.Tensor | None) -> tuple[_Args, list[tuple[int, int]], int]:
+    """Kernel arguments for the inputs plus ``tensors`` (outputs, gradients), and the work split.
+
+    Returns the arguments, one range of work units per thread, and the blocks per unit (span).
+    """
+    bsz, dim, length = u.shape
+    N = A.shape[1]
+    gb, gc = Bt.shape[1], Ct.shape[1]
+    groups = math.lcm(gb, gc)
+    threads = _threads(bsz * dim * length * N)
+    span = _span(bsz, groups, dim, lanes, threads)
+    args = _Args(batch=bsz, dim=dim, length=length, dstate=N, groups_b=gb, groups_c=gc, groups=groups, span=span,
+                 softplus=int(softplus), has_z=int(z is not None), has_D=int(D is not None),
+                 has_bias=int(delta_bias is not None),
+                 u=_ptr(u), delta=_ptr(delta), z=_ptr(z), A=_ptr(A), Bm=_ptr(Bt), Cm=_ptr(Ct), Dv=_ptr(D),
+                 bias=_ptr(delta_bias), s_u=_strides(u), s_delta=_strides(delta), s_z=_strides(z),
+                 s_B=_strides(Bt, 4), s_C=_strides(Ct, 4))
+    for name, t in tensors.items():
+        setattr(args, name, _ptr(t))
+        if hasattr(_Args, f"s_{name}"):        # strided (batch, dim, length) tensors; `last` is contiguous
+            setattr(args, f"s_{name}", _strides(t))
+    lib = _library()[0]
+    return args, _split(lib.ssc_units(ctypes.byref(args)), threads), span
 
 
 class _NativeScan(torch.autograd.Function):
@@ -205,24 +231,14 @@ class _NativeScan(torch.autograd.Function):
     def forward(ctx, u, delta, z, A, Bt, Ct, D, delta_bias, softplus: bool):  # Bt, Ct: (B, G, N, L)  # type: ignore[override]
         lib = _library()[0]
         bsz, dim, length = u.shape
-        N = A.shape[1]
-        gb, gc = Bt.shape[1], Ct.shape[1]
         # new_empty, not zeros: a parallel torch fill right before the kernel leaves torch's
         # OpenMP workers spinning on the cores the kernel's threads need.
         out = u.new_empty(bsz, length, dim).transpose(1, 2)      # (B, D, L) view of time-major memory
-        last = u.new_empty(bsz, dim, N)
-        threads = _threads(bsz * dim * length * N)
-        span = _span(bsz, math.lcm(gb, gc), dim, lib.ssc_lanes(), threads)
-        args = _Args(batch=bsz, dim=dim, length=length, dstate=N, groups_b=gb, groups_c=gc, span=span,
-                     groups=math.lcm(gb, gc), softplus=int(softplus), has_z=int(z is not None),
-                     has_D=int(D is not None), has_bias=int(delta_bias is not None),
-                     u=_ptr(u), delta=_ptr(delta), z=_ptr(z), A=_ptr(A), Bm=_ptr(Bt), Cm=_ptr(Ct), Dv=_ptr(D),
-                     bias=_ptr(delta_bias), out=_ptr(out), last=_ptr(last),
-                     s_u=_strides(u), s_delta=_strides(delta), s_z=_strides(z), s_out=_strides(out),
-                     s_B=_strides(Bt, 4), s_C=_strides(Ct, 4))
+        last = u.new_empty(bsz, dim, A.shape[1])
+        args, ranges, _ = _launch(u, delta, z, A, Bt, Ct, D, delta_bias, softplus, lib.ssc_lanes(),
+                                  out=out, last=last)
         fn = lib.ssc_forward_f64 if u.dtype == torch.float64 else lib.ssc_forward_f32
-        ranges = _split(lib.ssc_units(ctypes.byref(args)), threads)
-        _run(lambda j0, j1: fn(ctypes.byref(args), j0, j1), ranges, [()] * len(ranges))
+        _run([functools.partial(fn, ctypes.byref(args), j0, j1) for j0, j1 in ranges])
         ctx.softplus = softplus
         ctx.save_for_backward(u, delta, z, A, Bt, Ct, D, delta_bias)
         ctx.mark_non_differentiable(last)
@@ -235,33 +251,24 @@ class _NativeScan(torch.autograd.Function):
         u, delta, z, A, Bt, Ct, D, delta_bias = ctx.saved_tensors
         bsz, dim, length = u.shape
         N = A.shape[1]
-        gb, gc = Bt.shape[1], Ct.shape[1]
         gout = gout.to(u.dtype)
         du, ddelta = torch.empty_like(u), torch.empty_like(delta)
         dz = torch.empty_like(z) if z is not None else None
         lanes = lib.ssc_lanes()
-        threads = _threads(bsz * dim * length * N)
-        span = _span(bsz, math.lcm(gb, gc), dim, lanes, threads)
-        args = _Args(batch=bsz, dim=dim, length=length, dstate=N, groups_b=gb, groups_c=gc, span=span,
-                     groups=math.lcm(gb, gc), softplus=int(ctx.softplus), has_z=int(z is not None),
-                     has_D=int(D is not None), has_bias=int(delta_bias is not None),
-                     u=_ptr(u), delta=_ptr(delta), z=_ptr(z), A=_ptr(A), Bm=_ptr(Bt), Cm=_ptr(Ct), Dv=_ptr(D),
-                     bias=_ptr(delta_bias), dout=_ptr(gout), du=_ptr(du), ddelta=_ptr(ddelta), dz=_ptr(dz),
-                     s_u=_strides(u), s_delta=_strides(delta), s_z=_strides(z), s_dout=_strides(gout),
-                     s_du=_strides(du), s_ddelta=_strides(ddelta), s_dz=_strides(dz),
-                     s_B=_strides(Bt, 4), s_C=_strides(Ct, 4))
-        ranges = _split(lib.ssc_units(ctypes.byref(args)), threads)
-        bufs, works = [], []
-        for _ in ranges:
+        args, ranges, span = _launch(u, delta, z, A, Bt, Ct, D, delta_bias, ctx.softplus, lanes,
+                                     dout=gout, du=du, ddelta=ddelta, dz=dz)
+        fn = lib.ssc_backward_f64 if u.dtype == torch.float64 else lib.ssc_backward_f32
+        bufs, calls = [], []
+        for j0, j1 in ranges:
             # the kernel zeroes the accumulators (a torch fill here would leave OpenMP workers spinning)
             b = {"dA": u.new_empty(dim, N), "dD": u.new_empty(dim), "dbias": u.new_empty(dim),
-                 "dB": u.new_empty(bsz, gb, N, length), "dC": u.new_empty(bsz, gc, N, length),
+                 "dB": u.new_empty(Bt.shape[:3] + (length,)), "dC": u.new_empty(Ct.shape[:3] + (length,)),
                  "hist": u.new_empty(span, length, N, lanes),
                  "dth": u.new_empty(span, length, lanes), "xh": u.new_empty(span, length, lanes)}
             bufs.append(b)
-            works.append((ctypes.byref(_Work(**{k: v.data_ptr() for k, v in b.items()})),))
-        fn = lib.ssc_backward_f64 if u.dtype == torch.float64 else lib.ssc_backward_f32
-        _run(lambda j0, j1, w: fn(ctypes.byref(args), j0, j1, w), ranges, works)
+            work = _Work(**{k: v.data_ptr() for k, v in b.items()})
+            calls.append(functools.partial(fn, ctypes.byref(args), j0, j1, ctypes.byref(work)))
+        _run(calls)
         total = {k: sum(b[k] for b in bufs) for k in ("dA", "dD", "dbias", "dB", "dC")}
         need = ctx.needs_input_grad
         return (du if need[0] else None, ddelta if need[1] else None, dz if need[2] else None,
