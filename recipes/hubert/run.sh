@@ -13,7 +13,7 @@
 #   --k1/--k2    k-means clusters of iterations 1/2 (tiny 50/100, base 100/500 as in the paper)
 #   --layer L    hidden layer of the iteration-1 model clustered for iteration 2 (tiny 2, base 6)
 #   --corpus-preset  size of the embedded corpus stage 0 synthesizes (default: the model preset;
-#                e.g. the tiny model on the ~1.8 h small corpus)
+#                e.g. the tiny model on the ~2.9 h small corpus)
 #   -- KEY=VALUE ... config overrides for both pretraining runs (after the conf files), e.g.
 #                -- trainer.max_updates=3000 trainer.max_tokens=160000
 #

@@ -15,7 +15,12 @@ query-by-example set. Files and formats are described in OUT/README.md and corpu
 Same preset + seed => byte-identical output, whatever --jobs. Rerunning over a finished
 corpus does nothing; an interrupted run resumes where it stopped.
 
-presets: tiny ~10 min (10 + 4 speakers), small ~1.8 h (40 + 10), base ~10 h (100 + 20)
+presets: tiny ~10 min (10 + 4 speakers), small ~2.9 h (40 + 10), base ~12 h (100 + 20)
+
+--session-variability gives every utterance its own small change of pitch, pitch range and
+rate and its own channel equaliser, as a real speaker's recordings differ from session to
+session (VoxCeleb); without it a speaker sounds the same in every utterance but for the
+speaking style, and log-mel statistics identify speakers almost perfectly.
 """
 
 
@@ -29,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of texts, speakers and audio (default: 0)")
     p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
                    help="worker processes (default: min(4, CPUs)); does not change the output")
+    p.add_argument("--session-variability", action="store_true",
+                   help="vary every utterance's prosody and channel (see above); recorded in corpus.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser(
@@ -63,7 +70,8 @@ def main(args: argparse.Namespace) -> int:
 
         if args.jobs < 1:
             raise ValueError(f"--jobs must be >= 1, got {args.jobs}")
-        synthesize_corpus(args.out, args.preset, args.seed, jobs=args.jobs, progress=not args.no_progress)
+        synthesize_corpus(args.out, args.preset, args.seed, jobs=args.jobs, progress=not args.no_progress,
+                          sessions=args.session_variability)
         return 0
     if args.corpus_cmd == "import-librispeech":
         from speechssl.corpus.importers import import_librispeech

@@ -1,12 +1,13 @@
 """The embedded speech corpus: synthetic English speech from espeak-ng, with exact labels.
 
-Build it with ``speechssl corpus synth --preset {tiny,small,base} --out DIR [--seed N] [--jobs N]``
-or :func:`synthesize_corpus`; in tests use the ``tiny_corpus`` fixture. Presets: ``tiny`` ~10 min
-(10 speakers + 4 held-out), ``small`` ~1.8 h (40 + 10), ``base`` ~10 h (100 + 20). The same preset
-and seed give byte-identical files whatever the number of jobs.
+Build it with ``speechssl corpus synth --preset {tiny,small,base} --out DIR [--seed N] [--jobs N]
+[--session-variability]`` or :func:`synthesize_corpus`; in tests use the ``tiny_corpus`` fixture.
+Presets: ``tiny`` ~10 min (10 speakers + 4 held-out), ``small`` ~2.9 h (40 + 10), ``base`` ~12 h
+(100 + 20). The same preset and seed give byte-identical files whatever the number of jobs.
+Session variability (off by default) gives every utterance its own prosody jitter and channel.
 
 Modules: ``espeak`` (ctypes driver), ``text`` + ``texts/*.json`` (grammars), ``speakers``
-(voices, timbre, styles), ``plan`` (presets, what each utterance is), ``render`` (audio
+(voices, timbre, styles, sessions), ``plan`` (presets, what each utterance is), ``render`` (audio
 post-processing), ``align`` (phone segments and 10 ms frame labels), ``synth`` (parallel,
 resumable build), ``card`` (corpus.json/README), ``importers`` (LibriSpeech, Speech Commands,
 generic manifests), ``labels`` (transcript helpers).

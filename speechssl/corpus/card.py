@@ -122,6 +122,7 @@ def write_card(out: Path, plan: "Plan", stats: dict[str, Any], *, espeak_version
         "name": "speechssl-espeak",
         "preset": plan.preset.name,
         "seed": plan.seed,
+        "session_variability": plan.sessions,
         "preset_parameters": asdict(plan.preset),
         "speechssl_version": speechssl_version,
         "espeak_ng_version": espeak_version,
@@ -162,6 +163,9 @@ def _readme(card: dict[str, Any]) -> str:
         "speakers (hld*, verification only); details in `speakers.json`",
         f"- {card['num_phones']} phones + `{card['silence_symbol']}` (espeak-ng mnemonics, stress removed)",
         f"- topics: {', '.join(card['topics'])}; styles: {', '.join(card['styles'])}",
+        "- session variability: " + ("on (every utterance has its own prosody jitter and channel equaliser)"
+                                     if card["session_variability"] else
+                                     "off (a speaker sounds the same in every utterance but for the style)"),
         "",
         "| subset | split | utterances | hours | speakers |",
         "|---|---|---|---|---|",

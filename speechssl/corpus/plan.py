@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from speechssl.corpus.render import Item
-from speechssl.corpus.speakers import STYLES, Speaker, make_speakers
+from speechssl.corpus.speakers import STYLES, Session, Speaker, make_speakers
 from speechssl.corpus.labels import letters_of, words_of
 from speechssl.corpus.text import TextBank
 
@@ -65,10 +65,11 @@ PRESETS: dict[str, Preset] = {
     # ~10 min with every subset and 10 + 4 speakers (tests, quickstart): few utterances per
     # speaker, one keyword clip of each class per speaker, speaker-disjoint valid/test of 1 speaker.
     "tiny": Preset("tiny", 10, 4, (5, 1, 1), 0.0, 13, 4, 4, 6, 2, 2, 6, 100),
-    # ~1.8 h
-    "small": Preset("small", 40, 10, (14, 3, 3), 0.15, 24, 12, 15, 30, 3, 3, 60, 2000),
-    # ~10 h
-    "base": Preset("base", 100, 20, (40, 6, 6), 0.2, 36, 24, 25, 100, 3, 3, 200, 10000),
+    # ~2.9 h; 60 commands per speaker (~40 training commands per intent): with 12 the ic and sf
+    # heads saw 8 examples per intent and stayed at chance for every upstream
+    "small": Preset("small", 40, 10, (14, 3, 3), 0.15, 24, 60, 15, 30, 3, 3, 60, 2000),
+    # ~12 h
+    "base": Preset("base", 100, 20, (40, 6, 6), 0.2, 36, 60, 25, 100, 3, 3, 200, 10000),
 }
 
 
@@ -77,7 +78,7 @@ class Plan:
     """Every utterance of a corpus, plus what the manifests and the card need.
 
     Attributes:
-        preset, seed: what it was made from.
+        preset, seed, sessions: what it was made from.
         speakers: all speakers (train then held-out).
         speaker_splits: subset -> split -> speaker ids (read: every train speaker in every
             split; keywords/commands: speaker-disjoint splits).
@@ -88,6 +89,7 @@ class Plan:
 
     preset: Preset
     seed: int
+    sessions: bool
     speakers: list[Speaker]
     speaker_splits: dict[str, dict[str, list[str]]]
     items: list[Item]
@@ -98,7 +100,7 @@ class Plan:
         return [it for it in self.items if it.subset == name]
 
     def describe(self) -> dict[str, Any]:
-        return {"preset": asdict(self.preset), "seed": self.seed}
+        return {"preset": asdict(self.preset), "seed": self.seed, "sessions": self.sessions}
 
 
 def _rng(seed: int, subset: str, stream: int = 0) -> np.random.Generator:
@@ -124,8 +126,14 @@ def _sentence_labels(text: str) -> dict[str, str]:
     return {"wrd": " ".join(words), "ltr": letters_of(words)}
 
 
-def make_plan(preset: str | Preset, seed: int = 0) -> Plan:
-    """The plan of ``preset`` (a name of :data:`PRESETS` or a :class:`Preset`) with ``seed``."""
+def make_plan(preset: str | Preset, seed: int = 0, sessions: bool = False) -> Plan:
+    """The plan of ``preset`` (a name of :data:`PRESETS` or a :class:`Preset`) with ``seed``.
+
+    With ``sessions`` every spoken item also draws a :class:`Session` (prosody jitter and a
+    channel equaliser, from the item's seed), so a speaker's utterances vary as a real
+    speaker's recordings do; without it each speaker sounds the same in every utterance but
+    for the style. The texts, speakers, splits and every other draw are the same either way.
+    """
     if isinstance(preset, str):
         if preset not in PRESETS:
             raise ValueError(f"unknown corpus preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -145,8 +153,11 @@ def make_plan(preset: str | Preset, seed: int = 0) -> Plan:
         n = counters.get(subset, 0)
         counters[subset] = n + 1
         who = speaker.id if speaker is not None else "noise"
+        item_seed = _item_seed(seed, subset, n)
+        session = (Session.draw(np.random.default_rng([item_seed, 0x5E5510]))
+                   if sessions and speaker is not None else Session())
         item = Item(uid=f"{who}_{subset}_{n:05d}", subset=subset, split=split, kind=kind, text=text,
-                    speaker=speaker, style=STYLES[style_idx], seed=_item_seed(seed, subset, n), labels=labels)
+                    speaker=speaker, style=STYLES[style_idx], session=session, seed=item_seed, labels=labels)
         items.append(item)
         return item
 
@@ -258,7 +269,7 @@ def make_plan(preset: str | Preset, seed: int = 0) -> Plan:
             splits["qbe"][it.split].append(it.labels["spk"])
     splits["qbe"] = {k: sorted(set(v)) for k, v in splits["qbe"].items()}
 
-    return Plan(preset=preset, seed=seed, speakers=speakers, speaker_splits=splits, items=items,
+    return Plan(preset=preset, seed=seed, sessions=sessions, speakers=speakers, speaker_splits=splits, items=items,
                 trials=trials, qbe_terms=sorted(term_words))
 
 

@@ -1,14 +1,14 @@
 """Turn one planned corpus item into a 16 kHz waveform plus its phone and word alignments.
 
-Signal chain for speech: espeak (22.05 kHz int16) -> soxr resampling to 16 kHz -> the speaker's
-timbre equaliser -> level normalisation (speech RMS, random per utterance, plus the style's
+Signal chain for speech: espeak with the speaker's voice in the item's style and session
+(22.05 kHz int16) -> soxr resampling to 16 kHz -> one equaliser for the speaker's timbre and the
+session's channel -> level normalisation (speech RMS, random per utterance, plus the style's
 gain) -> silence padding -> coloured background noise at a random SNR -> peak limiting.
 Every random draw comes from the item's own seed, so an item's audio is a pure function of
 the plan, whatever process renders it and whatever it rendered before.
 """
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from speechssl.audio import resample
 from speechssl.corpus.align import SILENCE, Segment, phone_segments, speech_bounds
 from speechssl.corpus.espeak import Espeak, Synthesis
 from speechssl.corpus.labels import words_of
-from speechssl.corpus.speakers import STYLES, Speaker, Style, timbre_filter
+from speechssl.corpus.speakers import STYLES, Session, Speaker, Style, timbre_filter
 
 __all__ = ["Item", "Rendered", "render", "SAMPLE_RATE", "CLIP_SAMPLES"]
 
@@ -46,6 +46,7 @@ class Item:
         text: what is spoken (empty for noise clips).
         speaker: who speaks it (None for noise clips).
         style: prosody style.
+        session: how this utterance departs from the speaker's voice (identity by default).
         seed: the item's seed (audio randomness and espeak's noise generators).
         labels: label name -> label row (``wrd``, ``topic``, ``intent``, ...), written as is.
     """
@@ -57,6 +58,7 @@ class Item:
     text: str
     speaker: Speaker | None
     style: Style = STYLES[0]
+    session: Session = Session()
     seed: int = 0
     labels: dict[str, str] = field(default_factory=dict)
 
@@ -75,11 +77,6 @@ class Rendered:
         return {"num_samples": int(self.audio.shape[0]),
                 "segments": [[s.phone, s.start, s.end] for s in self.segments],
                 "words": [list(w) for w in self.words]}
-
-
-@functools.lru_cache(maxsize=512)
-def _filter(gains: tuple[float, ...]) -> np.ndarray:
-    return timbre_filter(gains, SAMPLE_RATE)
 
 
 def _noise(rng: np.random.Generator, n: int, colour: str) -> np.ndarray:
@@ -127,11 +124,11 @@ def render(item: Item, tts: Espeak) -> Rendered:
         return Rendered(audio.astype(np.float32), [Segment(SILENCE, 0, CLIP_SAMPLES)], [])
     if item.speaker is None:
         raise ValueError(f"item {item.uid}: a {item.kind} item needs a speaker")
-    syn = tts.synthesize(item.text, item.speaker.voice(item.style), seed=item.seed & 0x7FFFFFFF)
+    syn = tts.synthesize(item.text, item.speaker.voice(item.style, item.session), seed=item.seed & 0x7FFFFFFF)
     if syn.audio.size == 0 or not syn.phones:
         raise RuntimeError(f"item {item.uid}: espeak produced no audio for {item.text!r}")
     speech = resample(syn.audio.astype(np.float32) / 32768.0, syn.sample_rate, SAMPLE_RATE).astype(np.float64)
-    speech = np.convolve(speech, _filter(item.speaker.eq_gains_db), mode="same")
+    speech = np.convolve(speech, timbre_filter(item.speaker.filter_gains(item.session), SAMPLE_RATE), mode="same")
     n_speech = speech.shape[0]
     segs = phone_segments(syn.phones, src_rate=syn.sample_rate, dst_rate=SAMPLE_RATE,
                           src_length=syn.audio.shape[0], offset=0, total_length=n_speech)

@@ -7,6 +7,13 @@ the same in every subset and every rebuild.
 
 A style ("emotion proxy" for the ER task) is a relative change of rate, pitch, pitch range and
 level applied on top of the speaker's own voice, so style is not speaker identity.
+
+A session (opt-in: ``make_plan(..., sessions=True)``, ``corpus synth --session-variability``) is
+how one utterance departs from its speaker's voice, as a real speaker's recordings differ from day
+to day and microphone to microphone (VoxCeleb's "session variability"): a small random change of
+pitch, pitch range and rate, and a random channel equaliser on top of the speaker's timbre.
+Without it every utterance of a speaker has the same long-term spectrum but for the style, and
+mean-pooled log-mel statistics identify speakers almost perfectly, which real speech never allows.
 """
 from __future__ import annotations
 
@@ -17,7 +24,7 @@ import numpy as np
 
 from speechssl.corpus.espeak import Voice
 
-__all__ = ["Speaker", "Style", "STYLES", "ACCENTS", "VARIANTS", "make_speakers", "timbre_filter"]
+__all__ = ["Speaker", "Style", "Session", "STYLES", "ACCENTS", "VARIANTS", "make_speakers", "timbre_filter"]
 
 #: espeak English accents the speakers are drawn from.
 ACCENTS: tuple[str, ...] = ("en-us", "en", "en-gb-x-rp", "en-gb-scotland", "en-029", "en-us-nyc",
@@ -38,6 +45,15 @@ VARIANTS: tuple[tuple[str, str], ...] = tuple(
 
 _EQ_BANDS_HZ = (0.0, 150.0, 300.0, 600.0, 1200.0, 2400.0, 3600.0, 5000.0, 8000.0)
 _EQ_TAPS = 63
+
+# Session variation (uniform in +-): espeak pitch and range units (0..100 scales; speakers' own
+# pitch spans 25..75), relative rate, and channel gain per equaliser band plus a spectral tilt
+# (dB per octave above 500 Hz), a bit milder than the speakers' own timbre (6 dB, 2 dB).
+_SESSION_PITCH = 6
+_SESSION_RANGE = 10
+_SESSION_RATE = 0.08
+_SESSION_EQ_DB = 4.0
+_SESSION_TILT_DB = 1.5
 
 
 @dataclass(frozen=True)
@@ -69,6 +85,34 @@ STYLES: tuple[Style, ...] = (
 
 
 @dataclass(frozen=True)
+class Session:
+    """How one utterance departs from its speaker's voice.
+
+    Attributes:
+        pitch_shift, range_shift: added to the espeak pitch and pitch range (0..100 scales).
+        rate_scale: multiplies the rate.
+        channel_gains_db: channel equaliser gains at ``_EQ_BANDS_HZ`` (dB), added to the
+            speaker's timbre gains.
+    """
+
+    pitch_shift: int = 0
+    range_shift: int = 0
+    rate_scale: float = 1.0
+    channel_gains_db: tuple[float, ...] = (0.0,) * len(_EQ_BANDS_HZ)
+
+    @classmethod
+    def draw(cls, rng: np.random.Generator) -> "Session":
+        """A random session (ranges: the module's ``_SESSION_*`` constants)."""
+        bands = np.asarray(_EQ_BANDS_HZ)
+        gains = (rng.uniform(-_SESSION_EQ_DB, _SESSION_EQ_DB, len(bands))
+                 + rng.uniform(-_SESSION_TILT_DB, _SESSION_TILT_DB) * np.log2(1.0 + bands / 500.0))
+        return cls(pitch_shift=int(rng.integers(-_SESSION_PITCH, _SESSION_PITCH + 1)),
+                   range_shift=int(rng.integers(-_SESSION_RANGE, _SESSION_RANGE + 1)),
+                   rate_scale=float(rng.uniform(1.0 - _SESSION_RATE, 1.0 + _SESSION_RATE)),
+                   channel_gains_db=tuple(float(g) for g in gains))
+
+
+@dataclass(frozen=True)
 class Speaker:
     """One synthetic speaker.
 
@@ -93,17 +137,22 @@ class Speaker:
     eq_gains_db: tuple[float, ...]
     heldout: bool
 
-    def voice(self, style: Style = STYLES[0]) -> Voice:
-        """The espeak voice of this speaker speaking in ``style``."""
+    def voice(self, style: Style = STYLES[0], session: Session = Session()) -> Voice:
+        """The espeak voice of this speaker speaking in ``style`` in ``session``."""
         return Voice(
             language=self.accent, variant=self.variant,
-            rate=int(np.clip(round(self.rate * style.rate_scale), 80, 450)),
-            pitch=int(np.clip(self.pitch + style.pitch_shift, 0, 100)),
-            pitch_range=int(np.clip(self.pitch_range + style.range_shift, 0, 100)),
+            rate=int(np.clip(round(self.rate * style.rate_scale * session.rate_scale), 80, 450)),
+            pitch=int(np.clip(self.pitch + style.pitch_shift + session.pitch_shift, 0, 100)),
+            pitch_range=int(np.clip(self.pitch_range + style.range_shift + session.range_shift, 0, 100)),
             word_gap=self.word_gap,
             # below espeak's default so that loud variants do not saturate its int16 output
             volume=60,
         )
+
+    def filter_gains(self, session: Session = Session()) -> tuple[float, ...]:
+        """Equaliser gains (dB at ``_EQ_BANDS_HZ``) of this speaker's timbre through ``session``'s
+        channel; see :func:`timbre_filter`."""
+        return tuple(float(a + b) for a, b in zip(self.eq_gains_db, session.channel_gains_db))
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -116,16 +116,19 @@ def is_complete(out: str | Path) -> bool:
     return (Path(out) / _CARD).is_file()
 
 
-def _check_card(out: Path, preset: str, seed: int) -> bool:
-    """True if ``out`` holds the finished corpus ``preset``/``seed``; raises if it holds another one."""
+def _check_card(out: Path, preset: str, seed: int, sessions: bool) -> bool:
+    """True if ``out`` holds the finished corpus ``preset``/``seed``/``sessions``; raises if it
+    holds another one."""
     card = out / _CARD
     if not card.is_file():
         return False
     have = json.loads(card.read_text(encoding="utf-8"))
-    if have.get("preset") == preset and have.get("seed") == seed:
+    have_sessions = bool(have.get("session_variability", False))
+    if have.get("preset") == preset and have.get("seed") == seed and have_sessions == sessions:
         return True
-    raise ValueError(f"{out} already holds a corpus with preset {have.get('preset')!r} and seed "
-                     f"{have.get('seed')!r}, not {preset!r}/{seed}; choose another --out directory or delete it")
+    raise ValueError(f"{out} already holds a corpus with preset {have.get('preset')!r}, seed "
+                     f"{have.get('seed')!r} and session variability {'on' if have_sessions else 'off'}, not "
+                     f"{preset!r}/{seed}/{'on' if sessions else 'off'}; choose another --out directory or delete it")
 
 
 def _check_unfinished(out: Path, plan: Plan) -> None:
@@ -133,7 +136,7 @@ def _check_unfinished(out: Path, plan: Plan) -> None:
     stamp = out / _CACHE / "plan.json"
     if stamp.is_file():
         if json.loads(stamp.read_text(encoding="utf-8")) != json.loads(json.dumps(plan.describe())):
-            raise ValueError(f"{out} holds an unfinished corpus of another preset/seed ({stamp}); "
+            raise ValueError(f"{out} holds an unfinished corpus of another preset/seed/session setting ({stamp}); "
                              "choose another --out directory or delete it")
     elif out.exists() and any(p.name in SUBSETS for p in out.iterdir()):
         raise ValueError(f"{out} has corpus folders but no {_CACHE}/plan.json or {_CARD}: "
@@ -141,15 +144,17 @@ def _check_unfinished(out: Path, plan: Plan) -> None:
 
 
 def synthesize_corpus(out: str | Path, preset: str | Preset = "tiny", seed: int = 0, *, jobs: int = 1,
-                      progress: bool = True) -> Path:
+                      progress: bool = True, sessions: bool = False) -> Path:
     """Build (or finish building) the corpus ``preset`` with ``seed`` in ``out``.
 
     Args:
         out: output directory (created).
-        preset: ``tiny`` (~10 min), ``small`` (~1.8 h), ``base`` (~10 h), or a custom :class:`Preset`.
+        preset: ``tiny`` (~10 min), ``small`` (~2.9 h), ``base`` (~12 h), or a custom :class:`Preset`.
         seed: everything random derives from it.
         jobs: worker processes.
         progress: show a progress bar.
+        sessions: session variability: every utterance gets its own prosody jitter and channel
+            equaliser (see :func:`speechssl.corpus.plan.make_plan`).
 
     Returns:
         ``out``. The layout is described in ``out/README.md`` and :mod:`speechssl.corpus`.
@@ -159,11 +164,11 @@ def synthesize_corpus(out: str | Path, preset: str | Preset = "tiny", seed: int 
     """
     out = Path(out)
     name = preset.name if isinstance(preset, Preset) else preset
-    if _check_card(out, name, seed):
+    if _check_card(out, name, seed, sessions):
         _log.info("%s already holds the complete %s corpus (seed %d): nothing to do", out, name, seed)
         shutil.rmtree(out / _CACHE, ignore_errors=True)  # left only if a run died after its card
         return out
-    plan = make_plan(preset, seed)
+    plan = make_plan(preset, seed, sessions)
     _check_unfinished(out, plan)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / _CACHE / "plan.json", json.dumps(plan.describe(), sort_keys=True))

@@ -43,6 +43,28 @@ def test_other_seed_other_corpus(micro_a, tmp_path):
     assert (c / "read" / "train.wrd").read_bytes() != (micro_a / "read" / "train.wrd").read_bytes()
 
 
+def test_session_variability_changes_the_audio_not_the_labels(micro_a, tmp_path):
+    """--session-variability: recorded in the card, every spoken utterance sounds different,
+    every text label is the same, and the build is as reproducible as without it."""
+    out = tmp_path / "sessions"
+    synthesize_corpus(out, MICRO, seed=5, jobs=2, progress=False, sessions=True)
+    fa, fs = _files(micro_a), _files(out)
+    assert fa.keys() == fs.keys()
+    assert json.loads(fs["corpus.json"])["session_variability"] is True
+    assert json.loads(fa["corpus.json"])["session_variability"] is False
+    assert "session variability: on" in fs["README.md"].decode()
+    wavs = [k for k in fa if k.endswith(".wav")]
+    differing = {k for k in wavs if fa[k] != fs[k]}
+    noise_only = {k for k in wavs if Path(k).name.startswith("noise_")}
+    assert differing == set(wavs) - noise_only and differing
+    for k in fa:
+        if k.endswith((".wrd", ".ltr", ".spk", ".intent", ".slot", ".kw", ".style", ".topic", "trials.txt")):
+            assert fa[k] == fs[k], k
+    again = tmp_path / "again"
+    synthesize_corpus(again, MICRO, seed=5, jobs=1, progress=False, sessions=True)
+    assert _files(again) == fs
+
+
 def test_items_match_the_full_build_whatever_their_neighbours(tiny_corpus, tmp_path):
     """Rendering a few items alone, in another order and process layout, gives the bytes of
     the fixture's full build: an item's audio does not depend on what was rendered before."""
@@ -89,8 +111,10 @@ def test_finished_build_is_a_noop(micro_a, monkeypatch):
 
 
 def test_refuses_another_corpus(micro_a, tmp_path):
-    with pytest.raises(ValueError, match="preset 'micro' and seed 5"):
+    with pytest.raises(ValueError, match="preset 'micro', seed 5 and session variability off"):
         synthesize_corpus(micro_a, MICRO, seed=6, progress=False)
+    with pytest.raises(ValueError, match=r"not 'micro'/5/on"):
+        synthesize_corpus(micro_a, MICRO, seed=5, progress=False, sessions=True)
     foreign = tmp_path / "foreign"
     (foreign / "read").mkdir(parents=True)
     with pytest.raises(ValueError, match="not made by this command"):
@@ -103,4 +127,5 @@ def test_cli(tiny_corpus, capsys):
     with pytest.raises(SystemExit) as exc:
         cli_main(["corpus", "synth", "--help"])
     assert exc.value.code == 0
-    assert "byte-identical" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "byte-identical" in out and "--session-variability" in out
