@@ -132,11 +132,20 @@ def read_subset_labels(manifest: Manifest, ext: str) -> list[str]:
     return read_labels(path, expected_rows=len(manifest))
 
 
-class _Dataset(SizedDataset):
-    """Items ``{"index", "feats" | "wav", "target"}``; ``sizes`` in upstream frames.
+# Unit of the batch cost (``sizes``, ``max_tokens``): 10 ms of audio. Counting upstream frames
+# instead gave a 50 Hz upstream twice the utterances per batch of a 100 Hz one (fbank), so with
+# the same max_tokens and max_updates its head was trained on twice as much data.
+_BATCH_STEP_SAMPLES = 160
 
-    With ``crop_frames`` (training only), longer utterances are cut to a window of that many
-    frames whose start is drawn from ``(seed, epoch, index)``, as the Trainer's contract asks.
+
+class _Dataset(SizedDataset):
+    """Items ``{"index", "feats" | "wav", "target"}``.
+
+    ``frames`` are the items' lengths in upstream frames; ``sizes``, the batch cost the
+    samplers read, are the same lengths in 10 ms steps of audio, whatever the upstream's frame
+    rate, so that every upstream trains on the same batches. With ``crop_frames`` (training
+    only), longer utterances are cut to a window of that many frames whose start is drawn from
+    ``(seed, epoch, index)``, as the Trainer's contract asks.
     """
 
     def __init__(self, data: SplitData, cached: CachedSplit | None, downsample_rate: int,
@@ -147,7 +156,8 @@ class _Dataset(SizedDataset):
             self.full = [max(int(n), 1) for n in cached.lengths]
         else:
             self.full = [max(-(-int(s) // downsample_rate), 1) for s in data.manifest.sizes]
-        self.sizes = [min(n, crop_frames) if crop_frames else n for n in self.full]
+        self.frames = [min(n, crop_frames) if crop_frames else n for n in self.full]
+        self.sizes = [max(-(-n * downsample_rate // _BATCH_STEP_SAMPLES), 1) for n in self.frames]
 
     def __len__(self) -> int:
         return len(self.data.targets)
@@ -156,7 +166,7 @@ class _Dataset(SizedDataset):
         self.epoch = epoch
 
     def _start(self, i: int) -> int:
-        extra = self.full[i] - self.sizes[i]
+        extra = self.full[i] - self.frames[i]
         if extra <= 0:
             return 0
         return int(np.random.default_rng([self.seed, self.epoch, i]).integers(extra + 1))
@@ -165,12 +175,12 @@ class _Dataset(SizedDataset):
         item: dict[str, Any] = {"index": i, "target": self.data.targets[i]}
         start = self._start(i)
         if self.cached is not None:
-            item["feats"] = [h[start:start + self.sizes[i]] for h in self.cached[i]]
+            item["feats"] = [h[start:start + self.frames[i]] for h in self.cached[i]]
         else:
             wav = self.load_audio(i)
-            if self.sizes[i] < self.full[i]:
+            if self.frames[i] < self.full[i]:
                 ds = self.downsample_rate
-                wav = wav[start * ds:(start + self.sizes[i]) * ds]
+                wav = wav[start * ds:(start + self.frames[i]) * ds]
             item["wav"] = wav
         return item
 
@@ -227,7 +237,8 @@ class DownstreamTaskBase(Task):
         name: the registry name (``"ks"``); names cache directories and progress bars.
         trains: False for tasks without a trained head (qbe).
         trainer_defaults: overrides of :class:`speechssl.train.config.TrainerConfig` this task
-            starts from (``max_tokens`` counts upstream frames: items x longest item).
+            starts from (``max_tokens`` counts 10 ms steps of audio, items x longest item,
+            whatever the upstream's frame rate: every upstream trains on the same batches).
     """
 
     name: ClassVar[str] = ""
