@@ -23,7 +23,8 @@ upstreams (-u):
   NAME                            a model in the local zoo (speechssl hub list)
 
 overrides (-o), comma separated or repeated:
-  trainer.max_updates=500  trainer.optim.lr=1e-3  trainer.max_tokens=20000 (frames per batch)
+  trainer.max_updates=500  trainer.optim.lr=1e-3
+  trainer.max_tokens=20000 (batch bound in 10 ms steps of audio, whatever the upstream's frame rate)
   featurizer.layer=6  featurizer.normalize=true  cache.dtype=float16  task.head.hidden_dim=128
 
 tasks (-d): ks sid asv ic sf pr asr qbe sd er  (speechssl downstream tasks lists them)
