@@ -4,7 +4,7 @@ Each mixture takes one utterance of each of two different speakers; the second s
 random point between 30% into the first and 0.5 s after its end, so mixtures range from
 heavy overlap to a pause between turns, and is scaled to a random level within ±5 dB of the
 first. Who speaks when comes from the sources' voice activity: their ``.phn_ali`` frame
-alignments when present (frames not labelled ``sil``), else an energy detector. Everything
+alignments when present (frames whose phone is not ``sil``), else an energy detector. Everything
 depends only on the source manifest, the speaker labels, the split name and the seed.
 
 Output (a directory per split, written under a temporary name and renamed when complete)::
@@ -62,7 +62,8 @@ class MixtureConfig:
 def voice_activity(wav: np.ndarray, phn_ali: str | None = None) -> np.ndarray:
     """``(T,)`` bool speech activity at 10 ms frames.
 
-    From a ``.phn_ali`` row (one phone per 10 ms frame, ``sil`` = silence) when given, else
+    From a ``.phn_ali`` row given as phone *symbols* (one per 10 ms frame, ``sil`` = silence;
+    the files hold ids, which the sd task maps through ``dict.phn.txt``) when given, else
     from frame energy: a frame (25 ms window) is speech when its RMS is within 35 dB of the
     utterance's loudest frame.
     """
@@ -142,7 +143,8 @@ def build_mixtures(source: Manifest, speakers: list[str], split: str, out_root: 
     from speechssl import audio
 
     key = hashlib.sha256(json.dumps({
-        "v": 1, "root": str(source.root), "paths": source.paths, "sizes": source.sizes, "spk": speakers,
+        # v2: activity from alignments maps phone ids to symbols (v1 took every id for speech)
+        "v": 2, "root": str(source.root), "paths": source.paths, "sizes": source.sizes, "spk": speakers,
         "split": split, "cfg": cfg.__dict__, "num": num, "ali": phn_ali is not None,
     }, sort_keys=True).encode()).hexdigest()[:16]
     final = Path(out_root) / f"{split}-{key}"

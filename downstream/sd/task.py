@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechssl.data.manifest import read_labels, read_manifest
+from speechssl.data.manifest import read_dict, read_labels, read_manifest
 from speechssl.downstream import metrics
 from speechssl.downstream.heads import FrameHead
 from speechssl.downstream.sd.mixtures import MixtureConfig, build_mixtures, rasterize, read_rttm
@@ -65,6 +65,23 @@ def pit_bce(logits: torch.Tensor, labels: torch.Tensor, lengths: torch.Tensor) -
     return best.sum(), torch.tensor(perms, device=logits.device)[idx]
 
 
+def _alignment_phones(path: Path, rows: int) -> list[str]:
+    """The ``.phn_ali`` rows at ``path`` with every frame's phone id replaced by its symbol
+    (from ``dict.phn.txt`` beside it), as :func:`voice_activity` reads them."""
+    dict_path = path.parent / "dict.phn.txt"
+    if not dict_path.is_file():
+        raise FileNotFoundError(f"{path} holds phone ids, but {dict_path} (their symbols, one per line) is missing")
+    symbols = read_dict(dict_path).symbols
+    out = []
+    for lineno, row in enumerate(read_labels(path, expected_rows=rows), start=1):
+        try:
+            out.append(" ".join(symbols[int(i)] for i in row.split()))
+        except (ValueError, IndexError):
+            raise ValueError(f"{path}:{lineno}: expected phone ids 0..{len(symbols) - 1} "
+                             f"(lines of {dict_path}), got {row[:60]!r}") from None
+    return out
+
+
 class Diarization(DownstreamTaskBase):
     """Frame-level activity of two speakers, PIT-trained, scored by DER."""
 
@@ -82,7 +99,7 @@ class Diarization(DownstreamTaskBase):
         source = subset_split(self.ctx.data_dir, self.cfg.subset, split)
         speakers = [s.strip() for s in read_subset_labels(source, "spk")]
         ali_path = source.source.with_suffix(".phn_ali")
-        ali = read_labels(ali_path, expected_rows=len(source)) if ali_path.is_file() else None
+        ali = _alignment_phones(ali_path, len(source)) if ali_path.is_file() else None
         num = self.cfg.mixtures.num_train if split == self.ctx.train_split else self.cfg.mixtures.num_eval
         work = self.ctx.work_dir or (self.ctx.data_dir / ".derived")
         return build_mixtures(source, speakers, split, work / "sd_mixtures", self.cfg.mixtures,

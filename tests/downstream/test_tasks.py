@@ -104,6 +104,41 @@ def test_sd_mixtures_are_deterministic(tiny_corpus, tmp_path, fbank, monkeypatch
     assert len(a.split("train").targets) == 4
 
 
+def test_sd_reference_activity_leaves_out_the_sources_silences(tiny_corpus, tmp_path, fbank):
+    """The RTTM comes from the sources' alignments, whose files hold phone *ids*: silence
+    (``sil``, id 0 in the corpus) must not count as speech. Every read utterance opens with
+    silence, so no mixture's first turn may start at 0 s, and each speaker's speaking time
+    is the non-silence frames of its source, not the whole file."""
+    read = Path(tiny_corpus) / "read"
+    assert read.joinpath("dict.phn.txt").read_text().split()[0] == "sil"
+    rows = read.joinpath("valid.phn_ali").read_text().splitlines()
+    assert all(r.split()[0] == "0" for r in rows)
+    task = _task("sd", tiny_corpus, tmp_path, fbank, mixtures={"num_train": 2, "num_eval": 6})
+    data = task.split("valid")
+    speech_s = sorted(sum(p != "0" for p in r.split()) / 100 for r in rows)
+    for i, (segs, speakers) in enumerate(data.targets):
+        assert min(s.start for s in segs) > 0
+        for spk in speakers:
+            talk = sum(s.end - s.start for s in segs if s.speaker == spk)
+            # turns bridge pauses shorter than 0.1 s, so a turn is at least the source's speech
+            assert talk >= speech_s[0] - 1e-6
+            assert talk < data.manifest.sizes[i] / 16000
+
+
+def test_sd_alignment_ids_are_checked(tmp_path):
+    from speechssl.downstream.sd.task import _alignment_phones
+
+    (tmp_path / "dict.phn.txt").write_text("sil 3\na 2\n")
+    (tmp_path / "x.phn_ali").write_text("0 1 1 0\n")
+    assert _alignment_phones(tmp_path / "x.phn_ali", 1) == ["sil a a sil"]
+    (tmp_path / "x.phn_ali").write_text("0 7 1\n")
+    with pytest.raises(ValueError, match=r"x.phn_ali:1: expected phone ids 0..1"):
+        _alignment_phones(tmp_path / "x.phn_ali", 1)
+    (tmp_path / "dict.phn.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="dict.phn.txt"):
+        _alignment_phones(tmp_path / "x.phn_ali", 1)
+
+
 def test_model_keeps_a_frozen_upstream_out_of_training(tiny_corpus, tmp_path):
     up = load_upstream("random:hubert@tiny")
     task = _task("ks", tiny_corpus, tmp_path, up)
