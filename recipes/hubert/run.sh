@@ -23,7 +23,8 @@
 #
 # Stages and their outputs (all under --exp-dir, default exp/hubert_<preset>):
 #   0  corpus        corpus/                        `speechssl corpus synth --preset <preset>`;
-#                                                   pretraining data = corpus/read (skipped with --data-dir)
+#                                                   pretraining data = corpus/pretrain, the train audio of
+#                                                   read/ + keywords/ + commands/ (skipped with --data-dir)
 #   1  MFCC          features/mfcc39/<split>_<r>_<nj>.{npy,len}   39-d MFCC+Δ+ΔΔ at 100 Hz
 #   2  k-means 1     kmeans/iter1_k<k1>.safetensors  k-means on train MFCCs
 #   3  labels 1      labels/iter1/<split>.km + dict.km.txt        100 Hz units
@@ -118,7 +119,7 @@ conf2=$recipe_dir/conf/${preset}_iter2.yaml
 use_venv
 
 if [ -z "$data_dir" ]; then
-  data_dir=$exp_dir/corpus/read
+  data_dir=$exp_dir/corpus/pretrain
   synth=true
 else
   synth=false

@@ -5,7 +5,8 @@
 # finished stages, and an interrupted pretraining resumes from its checkpoint_last.pt):
 #   0  corpus    speechssl corpus synth --preset $corpus_preset
 #                  -> $corpus/  (wav/, subsets read/ keywords/ ... with {train,valid,test}.tsv + labels)
-#   1  pretrain  speechssl pretrain --method ssamba --preset $preset on $corpus/read
+#   1  pretrain  speechssl pretrain --method ssamba --preset $preset on $corpus/pretrain
+#                  (the train audio of read/ + keywords/ + commands/)
 #                  -> $exp/pretrain/  (config.yaml, checkpoint_{best,last}.pt, metrics.jsonl, train.log)
 #   2  evaluate  speechssl downstream: a head on the frozen SSAMBA, and on the fbank baseline,
 #                for each task in $tasks
@@ -85,8 +86,8 @@ if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
   if [ -f "$exp/.stage1.done" ]; then
     log "Stage 1: $exp/pretrain already pretrained, skipping"
   else
-    log "Stage 1: pretraining SSAMBA ($preset) on $corpus/read"
-    speechssl pretrain --method ssamba --preset "$preset" --data "$corpus/read" --exp-dir "$exp/pretrain" \
+    log "Stage 1: pretraining SSAMBA ($preset) on $corpus/pretrain"
+    speechssl pretrain --method ssamba --preset "$preset" --data "$corpus/pretrain" --exp-dir "$exp/pretrain" \
       "${pretrain_overrides[@]}"
     touch "$exp/.stage1.done"
   fi

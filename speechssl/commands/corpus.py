@@ -17,10 +17,11 @@ corpus does nothing; an interrupted run resumes where it stopped.
 
 presets: tiny ~10 min (10 + 4 speakers), small ~2.9 h (40 + 10), base ~12 h (100 + 20)
 
---session-variability gives every utterance its own small change of pitch, pitch range and
-rate and its own channel equaliser, as a real speaker's recordings differ from session to
-session (VoxCeleb); without it a speaker sounds the same in every utterance but for the
-speaking style, and log-mel statistics identify speakers almost perfectly.
+Session variability (on by default) gives every utterance its own small change of pitch,
+pitch range and rate and its own channel equaliser, as a real speaker's recordings differ
+from session to session (VoxCeleb). --no-session-variability turns it off: then a speaker
+sounds the same in every utterance but for the speaking style, and log-mel statistics
+identify speakers almost perfectly, which no real corpus allows.
 """
 
 
@@ -34,8 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed of texts, speakers and audio (default: 0)")
     p.add_argument("--jobs", type=int, default=min(4, os.cpu_count() or 1), metavar="N",
                    help="worker processes (default: min(4, CPUs)); does not change the output")
-    p.add_argument("--session-variability", action="store_true",
-                   help="vary every utterance's prosody and channel (see above); recorded in corpus.json")
+    p.add_argument("--session-variability", action=argparse.BooleanOptionalAction, default=True,
+                   help="vary every utterance's prosody and channel (default: on; see above); recorded in "
+                        "corpus.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser(

@@ -71,6 +71,12 @@ OUT/
                      span in the document, from espeak's word events (it may include an
                      unstressed function word espeak attached to the term, e.g. "harp and")
     dict.{wrd,spk}.txt
+  pretrain/          manifests only: the unlabelled audio for self-supervised pretraining
+    train.tsv        every train utterance of read/, keywords/ and commands/ (in that order):
+                     first line ".." (the corpus root), then "<subset>/wav/<uid>.wav<TAB>num_samples"
+    valid.tsv        likewise their valid utterances
+    test.tsv         read/'s test split, with test.phn_ali and dict.phn.txt (copies of read/'s):
+                     held-out speech to score pseudo-labels against; never trained on
 """
 
 _PLUG_IN = """\
@@ -143,6 +149,7 @@ def write_card(out: Path, plan: "Plan", stats: dict[str, Any], *, espeak_version
         "qbe_terms": plan.qbe_terms,
         "verification_trials": len(plan.trials),
         "subsets": subsets,
+        "pretrain": stats["pretrain"],
     }
     atomic_write_text(out / "README.md", _readme(card))
     atomic_write_text(out / "corpus.json", json.dumps(card, indent=1) + "\n")
@@ -173,6 +180,10 @@ def _readme(card: dict[str, Any]) -> str:
     for name, sub in card["subsets"].items():
         for split, s in sub["splits"].items():
             lines.append(f"| {name} | {split} | {s['utterances']} | {s['hours']:.4f} | {s['speakers']} |")
+    pre = card["pretrain"]["splits"]
+    lines += ["", "Pretraining view `pretrain/`: " + ", ".join(
+        f"{split} {s['utterances']} utterances ({s['hours']:.4f} h, {'+'.join(s['subsets'])})" for split, s in pre.items())
+        + "."]
     p = card["preset_parameters"]
     tr, va, te = p["read_per_speaker"]
     lines += [

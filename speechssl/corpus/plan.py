@@ -126,13 +126,13 @@ def _sentence_labels(text: str) -> dict[str, str]:
     return {"wrd": " ".join(words), "ltr": letters_of(words)}
 
 
-def make_plan(preset: str | Preset, seed: int = 0, sessions: bool = False) -> Plan:
+def make_plan(preset: str | Preset, seed: int = 0, sessions: bool = True) -> Plan:
     """The plan of ``preset`` (a name of :data:`PRESETS` or a :class:`Preset`) with ``seed``.
 
-    With ``sessions`` every spoken item also draws a :class:`Session` (prosody jitter and a
-    channel equaliser, from the item's seed), so a speaker's utterances vary as a real
-    speaker's recordings do; without it each speaker sounds the same in every utterance but
-    for the style. The texts, speakers, splits and every other draw are the same either way.
+    With ``sessions`` (the default) every spoken item also draws a :class:`Session` (prosody
+    jitter and a channel equaliser, from the item's seed), so a speaker's utterances vary as a
+    real speaker's recordings do; without it each speaker sounds the same in every utterance
+    but for the style. The texts, speakers, splits and every other draw are the same either way.
     """
     if isinstance(preset, str):
         if preset not in PRESETS:

@@ -8,10 +8,11 @@ the same in every subset and every rebuild.
 A style ("emotion proxy" for the ER task) is a relative change of rate, pitch, pitch range and
 level applied on top of the speaker's own voice, so style is not speaker identity.
 
-A session (opt-in: ``make_plan(..., sessions=True)``, ``corpus synth --session-variability``) is
-how one utterance departs from its speaker's voice, as a real speaker's recordings differ from day
-to day and microphone to microphone (VoxCeleb's "session variability"): a small random change of
-pitch, pitch range and rate, and a random channel equaliser on top of the speaker's timbre.
+A session is how one utterance departs from its speaker's voice, as a real speaker's recordings
+differ from day to day and microphone to microphone (VoxCeleb's "session variability"): a small
+random change of pitch, pitch range and rate, and a random channel equaliser on top of the
+speaker's timbre. Sessions are on by default (off: ``make_plan(..., sessions=False)``,
+``corpus synth --no-session-variability``).
 Without it every utterance of a speaker has the same long-term spectrum but for the style, and
 mean-pooled log-mel statistics identify speakers almost perfectly, which real speech never allows.
 """

@@ -33,7 +33,7 @@ from speechssl.corpus.plan import KW_SILENCE, KW_UNKNOWN, SUBSETS, Plan, Preset,
 from speechssl.corpus.render import SAMPLE_RATE, Item, render
 from speechssl.corpus.speakers import STYLES
 from speechssl.corpus.text import TextBank
-from speechssl.data.manifest import Dictionary, build_dict, write_dict, write_labels, write_manifest
+from speechssl.data.manifest import Dictionary, build_dict, read_manifest, write_dict, write_labels, write_manifest
 from speechssl.log import progress_bar
 from speechssl.version import __version__
 
@@ -144,7 +144,7 @@ def _check_unfinished(out: Path, plan: Plan) -> None:
 
 
 def synthesize_corpus(out: str | Path, preset: str | Preset = "tiny", seed: int = 0, *, jobs: int = 1,
-                      progress: bool = True, sessions: bool = False) -> Path:
+                      progress: bool = True, sessions: bool = True) -> Path:
     """Build (or finish building) the corpus ``preset`` with ``seed`` in ``out``.
 
     Args:
@@ -153,8 +153,8 @@ def synthesize_corpus(out: str | Path, preset: str | Preset = "tiny", seed: int 
         seed: everything random derives from it.
         jobs: worker processes.
         progress: show a progress bar.
-        sessions: session variability: every utterance gets its own prosody jitter and channel
-            equaliser (see :func:`speechssl.corpus.plan.make_plan`).
+        sessions: session variability (default on): every utterance gets its own prosody jitter
+            and channel equaliser (see :func:`speechssl.corpus.plan.make_plan`).
 
     Returns:
         ``out``. The layout is described in ``out/README.md`` and :mod:`speechssl.corpus`.
@@ -243,7 +243,33 @@ def _finalize(out: Path, plan: Plan, metas: dict[str, dict[str, Any]]) -> dict[s
                                 "speakers": len(speakers - {"none"})}
             stats["total_samples"] += sum(sizes)
         stats["subsets"][subset] = {"splits": sub_stats, "labels": sorted(rows)}
+    stats["pretrain"] = _write_pretrain_view(out)
     return stats
+
+
+# The pretraining view: train/valid audio of the subsets whose train speakers are the training
+# speakers (verification and qbe are evaluation-only), and read's aligned test split.
+_PRETRAIN_SUBSETS = {"train": ("read", "keywords", "commands"), "valid": ("read", "keywords", "commands"),
+                     "test": ("read",)}
+
+
+def _write_pretrain_view(out: Path) -> dict[str, Any]:
+    """Write ``pretrain/{train,valid,test}.tsv`` (manifests over the other subsets' audio) and
+    the test split's alignments; returns what the card records of it."""
+    folder = out / "pretrain"
+    splits = {}
+    for split, subsets in _PRETRAIN_SUBSETS.items():
+        rows = []
+        for subset in subsets:
+            m = read_manifest(out / subset / f"{split}.tsv")
+            rows += [(f"{subset}/{_WAV_DIR}/{p}", n) for p, n in zip(m.paths, m.sizes)]
+        if split == "test":
+            for name in ("test.phn_ali", "dict.phn.txt"):
+                atomic_write_text(folder / name, (out / "read" / name).read_text(encoding="utf-8"))
+        write_manifest(folder / f"{split}.tsv", "..", rows)
+        splits[split] = {"subsets": list(subsets), "utterances": len(rows),
+                         "hours": round(sum(n for _, n in rows) / SAMPLE_RATE / 3600, 4)}
+    return {"splits": splits}
 
 
 def _phone_dict(phone_rows: dict[str, list[list[str]]], frames_rows: dict[str, list[list[str]]]) -> Dictionary:

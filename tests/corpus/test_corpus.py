@@ -213,3 +213,24 @@ def test_qbe_ground_truth(tiny_corpus):
     assert len(occ) >= sum(hits.values())
     for qid, did, start, end in occ:
         assert 0 <= float(start) < float(end) <= d_len[did] / 16000
+
+
+def test_pretrain_view_is_the_training_audio_of_the_spoken_subsets(tiny_corpus, card):
+    """pretrain/{train,valid}.tsv list exactly the train (valid) utterances of read, keywords
+    and commands, resolving to the same files with the same sizes; test is read's test split with
+    its alignments; no evaluation-only audio (verification, qbe, test splits) is trained on."""
+    view = tiny_corpus / "pretrain"
+    for split in ("train", "valid", "test"):
+        m = read_manifest(view / f"{split}.tsv")
+        subsets = ("read",) if split == "test" else ("read", "keywords", "commands")
+        want = [(str(s.audio_path(i)), s.sizes[i]) for sub in subsets
+                for s in [read_manifest(tiny_corpus / sub / f"{split}.tsv")] for i in range(len(s))]
+        assert [(str(m.audio_path(i)), m.sizes[i]) for i in range(len(m))] == want
+        assert all(m.audio_path(i).is_file() for i in range(len(m)))
+        assert card["pretrain"]["splits"][split]["utterances"] == len(m)
+    train = {p.split("/")[0] for p in read_manifest(view / "train.tsv").paths}
+    assert train == {"read", "keywords", "commands"}
+    assert (view / "test.phn_ali").read_bytes() == (tiny_corpus / "read" / "test.phn_ali").read_bytes()
+    assert (view / "dict.phn.txt").read_bytes() == (tiny_corpus / "read" / "dict.phn.txt").read_bytes()
+    check_label_frames(read_manifest(view / "test.tsv"), read_labels(view / "test.phn_ali"), 100,
+                       label_path=view / "test.phn_ali")

@@ -91,9 +91,10 @@ def test_renders_vary_from_session_to_session(tts):
     assert spread(varied) > 1.0 and spread(varied) > 2 * spread(fixed), (spread(varied), spread(fixed))
 
 
-def test_plan_draws_sessions_only_when_asked():
-    """``sessions`` adds a session to every spoken item and changes nothing else of the plan."""
-    plain, varied = make_plan("tiny", 0), make_plan("tiny", 0, sessions=True)
+def test_plan_draws_sessions_unless_turned_off():
+    """``sessions`` (the default) adds a session to every spoken item and changes nothing else
+    of the plan."""
+    plain, varied = make_plan("tiny", 0, sessions=False), make_plan("tiny", 0)
     assert all(it.session == Session() for it in plain.items)
     spoken = [it for it in varied.items if it.speaker is not None]
     assert all(it.session == Session() for it in varied.items if it.speaker is None)

@@ -44,15 +44,17 @@ def test_other_seed_other_corpus(micro_a, tmp_path):
 
 
 def test_session_variability_changes_the_audio_not_the_labels(micro_a, tmp_path):
-    """--session-variability: recorded in the card, every spoken utterance sounds different,
-    every text label is the same, and the build is as reproducible as without it."""
-    out = tmp_path / "sessions"
-    synthesize_corpus(out, MICRO, seed=5, jobs=2, progress=False, sessions=True)
-    fa, fs = _files(micro_a), _files(out)
+    """Session variability (the default; micro_a has it): recorded in the card, every spoken
+    utterance sounds different from the build without it, every text label is the same, and the
+    build is as reproducible either way."""
+    out = tmp_path / "plain"
+    synthesize_corpus(out, MICRO, seed=5, jobs=2, progress=False, sessions=False)
+    fa, fs = _files(out), _files(micro_a)
     assert fa.keys() == fs.keys()
     assert json.loads(fs["corpus.json"])["session_variability"] is True
     assert json.loads(fa["corpus.json"])["session_variability"] is False
     assert "session variability: on" in fs["README.md"].decode()
+    assert "session variability: off" in fa["README.md"].decode()
     wavs = [k for k in fa if k.endswith(".wav")]
     differing = {k for k in wavs if fa[k] != fs[k]}
     noise_only = {k for k in wavs if Path(k).name.startswith("noise_")}
@@ -61,8 +63,8 @@ def test_session_variability_changes_the_audio_not_the_labels(micro_a, tmp_path)
         if k.endswith((".wrd", ".ltr", ".spk", ".intent", ".slot", ".kw", ".style", ".topic", "trials.txt")):
             assert fa[k] == fs[k], k
     again = tmp_path / "again"
-    synthesize_corpus(again, MICRO, seed=5, jobs=1, progress=False, sessions=True)
-    assert _files(again) == fs
+    synthesize_corpus(again, MICRO, seed=5, jobs=1, progress=False, sessions=False)
+    assert _files(again) == fa
 
 
 def test_items_match_the_full_build_whatever_their_neighbours(tiny_corpus, tmp_path):
@@ -111,10 +113,10 @@ def test_finished_build_is_a_noop(micro_a, monkeypatch):
 
 
 def test_refuses_another_corpus(micro_a, tmp_path):
-    with pytest.raises(ValueError, match="preset 'micro', seed 5 and session variability off"):
+    with pytest.raises(ValueError, match="preset 'micro', seed 5 and session variability on"):
         synthesize_corpus(micro_a, MICRO, seed=6, progress=False)
-    with pytest.raises(ValueError, match=r"not 'micro'/5/on"):
-        synthesize_corpus(micro_a, MICRO, seed=5, progress=False, sessions=True)
+    with pytest.raises(ValueError, match=r"not 'micro'/5/off"):
+        synthesize_corpus(micro_a, MICRO, seed=5, progress=False, sessions=False)
     foreign = tmp_path / "foreign"
     (foreign / "read").mkdir(parents=True)
     with pytest.raises(ValueError, match="not made by this command"):
@@ -128,4 +130,4 @@ def test_cli(tiny_corpus, capsys):
         cli_main(["corpus", "synth", "--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    assert "byte-identical" in out and "--session-variability" in out
+    assert "byte-identical" in out and "--no-session-variability" in out
