@@ -11,6 +11,7 @@ sorted tokens of the training split; blank is index 0.
 from __future__ import annotations
 
 import collections
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
@@ -26,6 +27,8 @@ from speechssl.downstream.task import DownstreamTaskBase, SplitData, sorted_clas
 __all__ = ["CTCHeadConfig", "DecoderConfig", "CTCTask", "greedy_decode", "prefix_beam_search", "word_char_counts"]
 
 BLANK = "<blank>"
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -165,6 +168,35 @@ class CTCTask(DownstreamTaskBase):
                 raise ValueError(f"{manifest.source.with_suffix('.' + self.label_ext)}:{row_no}: empty transcript")
             targets.append([index[t] for t in toks])
         return SplitData(manifest, targets)
+
+    def dataset(self, split: str) -> Any:
+        fresh = split not in self._datasets
+        ds = super().dataset(split)
+        if fresh:
+            self._check_feasible(split, ds.full, ds.downsample_rate)
+        return ds
+
+    def _check_feasible(self, split: str, frames: list[int], downsample_rate: int) -> None:
+        """Raise when most utterances of ``split`` have fewer upstream frames than CTC needs
+        (one per target token, plus a blank between repeated tokens); warn when some do.
+
+        PyTorch's ``ctc_loss(zero_infinity=True)`` gives such utterances zero loss and zero
+        gradient, so a head on a too-slow upstream would silently learn nothing.
+        """
+        targets = self.split(split).targets
+        need = [len(t) + sum(a == b for a, b in zip(t, t[1:])) for t in targets]
+        bad = [i for i, (n, f) in enumerate(zip(need, frames)) if f < n]
+        if not bad:
+            return
+        rate = 16000 / downsample_rate
+        manifest = self.split(split).manifest
+        msg = (f"{self.name} {split}: {len(bad)} of {len(targets)} utterances have fewer {self.ctx.upstream.name} "
+               f"frames ({rate:g} per second) than CTC needs for their {self.label_ext} targets (e.g. "
+               f"{manifest.ids()[bad[0]]}: {frames[bad[0]]} frames for {need[bad[0]]})")
+        if len(bad) > 0.1 * len(targets):
+            raise ValueError(msg + "; CTC cannot train on this upstream's frame rate: choose one with more frames "
+                                   "per second (e.g. >= 25 Hz for phones, >= 50 Hz for characters)")
+        _log.warning("%s; they add no loss and no gradient", msg)
 
     # --- model ---
 

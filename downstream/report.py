@@ -73,7 +73,23 @@ def collect_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
                 raise ValueError(f"{f}: not a downstream result (no {key!r})")
         r["_path"] = str(f.parent)
         out.append(r)
+    _check_cells(out)
     return out
+
+
+def _check_cells(results: list[dict[str, Any]]) -> None:
+    """Runs of one (task, upstream name) are averaged as seeds: they must be the same upstream
+    (weights hash) read the same way (featurizer), or the cell would mix different models."""
+    first: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in results:
+        key = (r["task"], r["upstream"]["name"])
+        ref = first.setdefault(key, r)
+        for what, get in (("weights (hash)", lambda x: x["upstream"].get("hash")),
+                          ("featurizer", lambda x: x.get("featurizer"))):
+            if get(r) != get(ref):
+                raise ValueError(f"{ref['_path']} and {r['_path']} both report upstream {key[1]!r} on {key[0]} but "
+                                 f"with different {what}: {get(ref)} vs {get(r)}; give the runs different "
+                                 "upstream names (-u NAME) so the report does not average them as seeds")
 
 
 def _fmt(metric: str, values: list[float]) -> str:

@@ -2,11 +2,11 @@
 
 Embedded corpus: ``<data>/read/{train,valid,test}.tsv`` with ``<split>.ltr`` (fairseq letter
 transcripts: ``H I | Y O U |``) and ``dict.ltr.txt``. Metric: word error rate, WER (lower is
-better); CER is reported too. Head: a 2-layer BiLSTM (SUPERB uses 2 x 1024 units; smaller
-here), greedy CTC decoding, or an LM-free prefix beam search with
-``-o task.decoder.beam_size=8``.
+better); CER is reported too. Head: a BiLSTM, one layer of 128 units per direction by default
+(SUPERB uses 2 x 1024: ``-o task.head.num_layers=2,task.head.hidden_dim=1024``), greedy CTC
+decoding, or an LM-free prefix beam search with ``-o task.decoder.beam_size=8``.
 
-Real data (LibriSpeech): ``speechssl corpus import`` writes the same ``.tsv``/``.ltr``/``.wrd``
+Real data (LibriSpeech): ``speechssl corpus import-librispeech`` writes the same ``.tsv``/``.ltr``/``.wrd``
 files from ``*.trans.txt``; put them in a ``read/`` folder (or set ``-o task.subset=NAME``).
 """
 from speechssl.downstream.asr.task import ASRConfig, SpeechRecognition

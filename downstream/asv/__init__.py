@@ -1,8 +1,8 @@
 """asv — automatic speaker verification: do two utterances come from the same speaker?
 
 An x-vector head (TDNN layers, mean + standard-deviation pooling, embedding layer) is
-trained with AM-softmax to classify the training speakers of ``<data>/read/`` (validation:
-their accuracy on ``read/valid``). Test: embeddings of the held-out speakers'
+trained with AM-softmax to classify the training speakers of ``<data>/read/`` (the best
+checkpoint has the lowest AM-softmax loss on ``read/valid``; their accuracy is logged too). Test: embeddings of the held-out speakers'
 utterances in ``<data>/verification/test.tsv``, cosine similarity for every pair in
 ``verification/trials.txt`` (``<1|0> <uid1> <uid2>``), equal error rate, EER (lower is
 better). The trial speakers are never seen in training.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal, Optional
 
@@ -33,7 +34,8 @@ class QbEConfig:
     minmax_norm: bool = True  # min-max normalise each query frame's distances (s3prl)
     feature_norm: bool = True  # standardise every dimension over all queries and documents (s3prl)
     trim_queries: bool = True  # drop leading/trailing silence of the queries (energy detector)
-    min_query_frames: int = 5  # shorter queries score 0 everywhere (s3prl)
+    min_query_s: float = 0.05  # queries shorter than this (after trimming) are left out of the scores
+    # (s3prl: 5 frames, i.e. 50 ms at 100 Hz; counted in seconds so every frame rate keeps the same queries)
     p_target: float = 0.0008  # TWV costs (QUESST 2014): beta = c_fa / c_miss * (1 / p_target - 1)
     c_miss: float = 100.0
     c_fa: float = 1.0
@@ -122,10 +124,14 @@ class QueryByExample(DownstreamTaskBase):
         start = int(first * 160 // ds)
         end = int(-(-(last * 160 + 400) // ds))
         trimmed = feats[start:max(end, start + 1)]
-        return trimmed if len(trimmed) >= self.cfg.min_query_frames else feats
+        return trimmed if len(trimmed) >= self._min_query_frames() else feats
+
+    def _min_query_frames(self) -> int:
+        return max(1, math.ceil(self.cfg.min_query_s * 16000 / self.ctx.upstream.downsample_rate - 1e-9))
 
     def _scores(self, layer_pos: int, rows: list[int]) -> np.ndarray:
-        """``(len(rows), N_docs)`` z-normalised detection scores of the given query rows."""
+        """``(len(rows), N_docs)`` z-normalised detection scores of the given query rows (NaN
+        for a query shorter than ``min_query_s``)."""
         q_all, d_all = self._features()
         qs, ds = [q_all[layer_pos][i] for i in rows], d_all[layer_pos]
         if self.cfg.feature_norm:
@@ -136,13 +142,21 @@ class QueryByExample(DownstreamTaskBase):
         scores = np.zeros((len(qs), len(ds)))
         bar = progress_bar(qs, desc=f"DTW layer {self._layers[layer_pos]}", leave=False, disable=None)
         for a, q in enumerate(bar):
-            if len(q) < self.cfg.min_query_frames:
+            if len(q) < self._min_query_frames():
+                scores[a] = np.nan
                 continue
             scores[a] = [dtw_score(q, d, kind=self.cfg.distance, minmax_norm=self.cfg.minmax_norm) for d in ds]
             scores[a] = (scores[a] - scores[a].mean()) / max(scores[a].std(), 1e-9)
         return scores
 
     def _metrics(self, scores: np.ndarray, truth: np.ndarray) -> dict[str, float]:
+        kept = ~np.isnan(scores).any(1)
+        if not kept.any():
+            raise ValueError(f"qbe: every query is shorter than task.min_query_s={self.cfg.min_query_s} s")
+        if not kept.all():
+            _log.warning("qbe: %d of %d queries are shorter than %g s and left out of the scores",
+                         int((~kept).sum()), len(kept), self.cfg.min_query_s)
+        scores, truth = scores[kept], truth[kept]
         beta = metrics.twv_beta(self.cfg.p_target, self.cfg.c_miss, self.cfg.c_fa)
         value, threshold = metrics.mtwv(scores, truth, beta=beta)
         return {"mtwv": value, "map": metrics.mean_average_precision(scores, truth),
@@ -171,10 +185,11 @@ class QueryByExample(DownstreamTaskBase):
         pos = self._choose_layer()
         truth = self._truth(queries, docs)[rows]
         scores = self._scores(pos, rows)
-        result = {**self._metrics(scores, truth), "layer": float(self._layers[pos])}
+        result = {**self._metrics(scores, truth), "layer": float(self._layers[pos]),
+                  "queries": float((~np.isnan(scores).any(1)).sum())}
         doc_ids, q_ids = docs.ids(), queries.ids()
         preds = [(q_ids[r], doc_ids[j], float(scores[a, j]), int(truth[a, j]))
-                 for a, r in enumerate(rows) for j in range(len(doc_ids))]
+                 for a, r in enumerate(rows) if not np.isnan(scores[a]).any() for j in range(len(doc_ids))]
         return result, preds
 
     def format_prediction(self, split: str, index: int, prediction: Any) -> str:

@@ -135,6 +135,7 @@ class Trainer:
         self.epoch = 1
         self.batch_in_epoch = 0
         self.best: float | None = None
+        self.best_loss: float | None = None  # validation loss of the best checkpoint (breaks ties)
         self._nan_streak = 0
         self._last_valid: dict[str, float] = {}
         self._validated_at = -1
@@ -327,10 +328,13 @@ class Trainer:
         if self.cfg.best_metric not in stats:
             raise ValueError(f"trainer.best_metric={self.cfg.best_metric!r} is not among the validation "
                              f"results: {', '.join(sorted(stats))}")
-        value = stats[self.cfg.best_metric]
-        better = self.best is None or (value > self.best if self.cfg.maximize_best_metric else value < self.best)
+        value, loss = stats[self.cfg.best_metric], stats.get("loss", math.inf)
+        # a tie on a saturating metric (accuracy 1.0) goes to the lower validation loss, so the
+        # best checkpoint does not stay at the first update that reached the plateau
+        better = self.best is None or (value > self.best if self.cfg.maximize_best_metric else value < self.best) or (
+            value == self.best and self.best_loss is not None and loss < self.best_loss)
         if better and math.isfinite(value):
-            self.best = value
+            self.best, self.best_loss = value, loss
             self._save([ckpt.BEST])
 
     def validate(self) -> dict[str, float]:
@@ -395,6 +399,7 @@ class Trainer:
             "data": {"epoch": self.epoch, "batch": self.batch_in_epoch, "world_size": self.dist.world_size},
             "num_updates": self.num_updates,
             "best": self.best,
+            "best_loss": self.best_loss,
             "nan_streak": self._nan_streak,
             "task": self.task.state_dict(),
             "config": self.config_tree,
@@ -434,6 +439,7 @@ class Trainer:
         self.task.load_state_dict(state.get("task", {}))
         self.num_updates = int(state["num_updates"])
         self.best = state.get("best")
+        self.best_loss = state.get("best_loss")
         self._nan_streak = int(state.get("nan_streak", 0))
         self.epoch, self.batch_in_epoch = int(state["data"]["epoch"]), int(state["data"]["batch"])
         rngs = state["rng"]

@@ -73,3 +73,21 @@ def test_bad_inputs(tmp_path):
     (tmp_path / "r" / "result.json").write_text(json.dumps({"task": "ks"}))
     with pytest.raises(ValueError, match="not a downstream result"):
         collect_results([tmp_path])
+
+
+@pytest.mark.parametrize("field,value,what", [("hash", "cd" * 32, "weights"), ("layer", 3, "featurizer")])
+def test_runs_of_one_cell_must_be_the_same_upstream(tmp_path, field, value, what):
+    """Two seeds of one upstream are averaged; two different models under one name are refused."""
+    seed2 = _result("ks", "hubert", 0.7, metric="accuracy", higher=True, seed=2)
+    other = _result("ks", "hubert", 0.6, metric="accuracy", higher=True, seed=3)
+    if field == "hash":
+        other["upstream"]["hash"] = value
+    else:
+        other["featurizer"]["layer"] = value
+    for i, r in enumerate([_result("ks", "hubert", 0.8, metric="accuracy", higher=True), seed2, other]):
+        (tmp_path / f"run{i}").mkdir()
+        (tmp_path / f"run{i}" / "result.json").write_text(json.dumps(r))
+    assert len(collect_results([tmp_path / "run0", tmp_path / "run1"])) == 2
+    with pytest.raises(ValueError, match=rf"run0 and .*run2 both report upstream 'hubert' on ks but with "
+                                         rf"different {what}.*-u NAME"):
+        collect_results([tmp_path])

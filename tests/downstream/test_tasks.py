@@ -73,6 +73,23 @@ def test_ctc_adapters(tiny_corpus, tmp_path, fbank):
     assert metrics.slot_type_f1(refs, refs) == 1.0
 
 
+def test_ctc_refuses_an_upstream_too_slow_for_its_targets(tiny_corpus, tmp_path, fbank, caplog):
+    """CTC needs a frame per token plus a blank between repeats; ctc_loss(zero_infinity=True)
+    would give shorter utterances zero loss and zero gradient without a word."""
+    pr = _task("pr", tiny_corpus, tmp_path, fbank)
+    targets = pr.split("valid").targets
+    need = [len(t) + sum(a == b for a, b in zip(t, t[1:])) for t in targets]
+    pr._check_feasible("valid", need, 160)                       # exactly enough: fine
+    with caplog.at_level("WARNING"):
+        pr._check_feasible("valid", [need[0] - 1] + need[1:], 160)   # one short: a warning
+    assert "1 of 10 utterances have fewer fbank frames" in caplog.text
+    with pytest.raises(ValueError, match=r"10 of 10 utterances have fewer fbank frames \(6.25 per second\).*"
+                                         r"CTC cannot train on this upstream's frame rate"):
+        pr._check_feasible("valid", [n // 3 for n in need], 2560)
+    # the check runs when a split's dataset is first built (fbank at 100 Hz passes)
+    assert len(pr.dataset("valid")) == len(targets)
+
+
 def test_asv_and_qbe_adapters(tiny_corpus, tmp_path, fbank):
     asv = _task("asv", tiny_corpus, tmp_path, fbank)
     test = asv.split("test")
@@ -87,6 +104,25 @@ def test_asv_and_qbe_adapters(tiny_corpus, tmp_path, fbank):
     assert sorted(dev + test_rows) == list(range(n_queries)) and not set(dev) & set(test_rows)
     terms = qbe.split("valid").targets
     assert not {terms[i][1] for i in dev} & {qbe.split("test").targets[i][1] for i in test_rows}
+
+
+def test_qbe_leaves_too_short_queries_out_of_the_scores(tiny_corpus, tmp_path, fbank):
+    """A query under min_query_s is not a row of tied zero scores in the MTWV/MAP: the
+    metrics are those of the other queries; the minimum is a duration at every frame rate."""
+    qbe = _task("qbe", tiny_corpus, tmp_path, fbank)
+    rng = np.random.default_rng(0)
+    truth = rng.random((6, 20)) < 0.2
+    truth[:, 0] = True
+    scores = rng.normal(size=(6, 20)) + 2.0 * truth
+    short = scores.copy()
+    short[2] = np.nan
+    assert qbe._metrics(short, truth) == qbe._metrics(np.delete(scores, 2, 0), np.delete(truth, 2, 0))
+    assert qbe._metrics(short, truth) != qbe._metrics(np.where(np.isnan(short), 0.0, short), truth)
+    with pytest.raises(ValueError, match="every query is shorter"):
+        qbe._metrics(np.full((2, 20), np.nan), truth[:2])
+    assert qbe._min_query_frames() == 5                           # 50 ms at 100 Hz
+    qbe.ctx.upstream = load_upstream("random:hubert@tiny")
+    assert qbe._min_query_frames() == 3                           # 60 ms at 50 Hz, not 100 ms
 
 
 def test_sd_mixtures_are_deterministic(tiny_corpus, tmp_path, fbank, monkeypatch):

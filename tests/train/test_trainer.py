@@ -259,3 +259,18 @@ def test_gpu_training(tiny_data, tmp_path, precision):
                       tiny_cfg(max_updates=6, precision=precision, device="auto"), tmp_path)
     resumed.fit()
     assert resumed.num_updates == 6
+
+
+def test_best_checkpoint_ties_go_to_the_lower_validation_loss(tmp_path, monkeypatch):
+    """A saturating metric (accuracy reaching 1.0) keeps improving the checkpoint while the
+    validation loss falls; a strictly worse loss at the same accuracy does not replace it."""
+    script = iter([{"accuracy": 0.5, "loss": 2.0}, {"accuracy": 1.0, "loss": 1.0}, {"accuracy": 1.0, "loss": 0.5},
+                   {"accuracy": 1.0, "loss": 0.7}, {"accuracy": 0.9, "loss": 0.1}])
+    cfg = tiny_cfg(max_tokens=8, max_updates=5, validate_every_updates=1, save_every_updates=0,
+                   best_metric="accuracy", maximize_best_metric=True)
+    trainer = Trainer(LinearTask(), cfg, tmp_path)
+    monkeypatch.setattr(trainer, "validate", lambda: next(script))
+    trainer.fit()
+    best = torch.load(tmp_path / "checkpoint_best.pt", weights_only=True)
+    assert (best["num_updates"], best["best"], best["best_loss"]) == (3, 1.0, 0.5)
+    assert (trainer.best, trainer.best_loss) == (1.0, 0.5)
