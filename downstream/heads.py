@@ -115,8 +115,9 @@ class XVector(nn.Module):
 
     Five TDNN layers (context 5, 3 dilated 2, 3 dilated 3, 1, 1; ReLU + batch norm), mean and
     standard-deviation pooling over valid frames, then a linear embedding layer.
-    Convolutions are "same"-padded and padded frames are zeroed after every layer, so
-    padding never changes an utterance's embedding.
+    Convolutions are "same"-padded, padded frames are zeroed after every layer, and batch norm
+    takes its training statistics over valid frames only, so padding never changes an
+    utterance's embedding, in training or evaluation.
 
     Args:
         in_dim: ``D``.
@@ -140,11 +141,14 @@ class XVector(nn.Module):
         self.embed_dim = embed_dim
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
-        valid = (~padding_mask(lengths, x.shape[1])).unsqueeze(1).to(x.dtype)  # (B, 1, T)
-        h = x.transpose(1, 2) * valid                                              # (B, D, T)
-        for layer in self.tdnn:
-            h = layer(h) * valid
-        stats = masked_mean_std(h.transpose(1, 2), lengths)                        # (B, 2 * pool)
+        keep = ~padding_mask(lengths, x.shape[1])                                  # (B, T)
+        h = x * keep.unsqueeze(-1).to(x.dtype)                                     # (B, T, D)
+        for conv, relu, norm in self.tdnn:
+            h = relu(conv(h.transpose(1, 2))).transpose(1, 2)                      # (B, T, C)
+            out = torch.zeros_like(h)
+            out[keep] = norm(h[keep])          # (N_valid, C): statistics of valid frames only
+            h = out
+        stats = masked_mean_std(h, lengths)                                        # (B, 2 * pool)
         return {"embedding": self.embedding(self.dropout(stats))}
 
 
