@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "recipes/superb/run.sh"
@@ -53,7 +54,10 @@ def test_budget_confs_are_valid_runner_configs() -> None:
     assert {c.stem for c in confs} == {"asr", "sd", "sf"}
     for conf in confs:
         _, _, trainer, _ = resolve_configs(config_file=conf, flags={"task": conf.stem, "upstream": "fbank"})
-        assert trainer.max_updates == (100 if conf.stem == "sd" else 250) and trainer.validate_every_updates == 50
+        # every setting of the file reaches the resolved runner config
+        for key, value in yaml.safe_load(conf.read_text())["trainer"].items():
+            assert getattr(trainer, key) == value, (conf.name, key)
+        assert trainer.max_updates % trainer.validate_every_updates == 0, conf.name
 
 
 def test_sweep_runs_every_pair_and_reports(tiny_corpus: Path, tmp_path: Path) -> None:
