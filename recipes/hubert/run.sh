@@ -14,8 +14,9 @@
 #   --layer L    hidden layer of the iteration-1 model clustered for iteration 2 (tiny 2, base 6)
 #   --corpus-preset  size of the embedded corpus stage 0 synthesizes (default: the model preset;
 #                e.g. the tiny model on the ~2.9 h small corpus)
-#   -- KEY=VALUE ... config overrides for both pretraining runs (after the conf files), e.g.
-#                -- trainer.max_updates=3000 trainer.max_tokens=160000
+#   -- KEY=VALUE ... config overrides for both pretraining runs (after the conf files); prefixed
+#                with iter1: or iter2:, for that iteration only, e.g.
+#                -- trainer.optim.lr=1e-3 iter1:trainer.max_updates=4000 iter2:trainer.max_updates=20000
 #
 # Input: the embedded corpus (stage 0 synthesizes it), or --data-dir DIR holding fairseq
 # manifests {train,valid}.tsv (+ test.tsv) of 16 kHz audio, e.g. from `speechssl manifest` or
@@ -104,8 +105,16 @@ case "$corpus_preset" in
   tiny|small|base) ;;
   *) die "--corpus-preset must be tiny, small or base, got '$corpus_preset'" ;;
 esac
+iter1_overrides=()
+iter2_overrides=()
 for o in "${pretrain_overrides[@]+"${pretrain_overrides[@]}"}"; do
-  [[ $o =~ ^[A-Za-z_][A-Za-z0-9_.]*=.*$ ]] || die "pretraining overrides after -- must be KEY=VALUE, got '$o'"
+  [[ $o =~ ^(iter[12]:)?[A-Za-z_][A-Za-z0-9_.]*=.*$ ]] \
+    || die "pretraining overrides after -- must be KEY=VALUE or iter1:/iter2:KEY=VALUE, got '$o'"
+  case "$o" in
+    iter1:*) iter1_overrides+=("${o#iter1:}") ;;
+    iter2:*) iter2_overrides+=("${o#iter2:}") ;;
+    *) iter1_overrides+=("$o"); iter2_overrides+=("$o") ;;
+  esac
 done
 for v in k1 k2 layer; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "--$v must be a non-negative integer, got '${!v}'"
@@ -211,7 +220,7 @@ fi
 if run_stage 4; then
   log "Stage 4: pretrain iteration 1 on $lab1 ($conf1) -> $exp_dir/iter1"
   pretrain --method hubert --preset "$preset" --data "$data_dir" --exp-dir "$exp_dir/iter1" \
-    --config "$conf1" task.label_dir="$lab1" "${pretrain_overrides[@]+"${pretrain_overrides[@]}"}"
+    --config "$conf1" task.label_dir="$lab1" "${iter1_overrides[@]+"${iter1_overrides[@]}"}"
   done_stage 4
 fi
 
@@ -242,7 +251,7 @@ fi
 if run_stage 8; then
   log "Stage 8: pretrain iteration 2 on $lab2 ($conf2) -> $exp_dir/iter2"
   pretrain --method hubert --preset "$preset" --data "$data_dir" --exp-dir "$exp_dir/iter2" \
-    --config "$conf2" task.label_dir="$lab2" "${pretrain_overrides[@]+"${pretrain_overrides[@]}"}"
+    --config "$conf2" task.label_dir="$lab2" "${iter2_overrides[@]+"${iter2_overrides[@]}"}"
   done_stage 8
 fi
 

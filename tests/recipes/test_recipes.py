@@ -57,7 +57,9 @@ def test_hubert_checks_preset_and_data_dir(tmp_path: Path) -> None:
     r = _bash(RECIPES["hubert"], "--corpus-preset", "huge", cwd=tmp_path)
     assert r.returncode == 1 and "--corpus-preset must be tiny, small or base, got 'huge'" in r.stderr
     r = _bash(RECIPES["hubert"], "--", "trainer.max_updates=5", "oops", cwd=tmp_path)
-    assert r.returncode == 1 and "overrides after -- must be KEY=VALUE, got 'oops'" in r.stderr
+    assert r.returncode == 1 and "overrides after -- must be KEY=VALUE or iter1:/iter2:KEY=VALUE, got 'oops'" in r.stderr
+    r = _bash(RECIPES["hubert"], "--", "iter3:trainer.max_updates=5", cwd=tmp_path)
+    assert r.returncode == 1 and "got 'iter3:trainer.max_updates=5'" in r.stderr
     assert not (tmp_path / "exp").exists()
 
 
@@ -72,6 +74,30 @@ def test_hubert_skips_finished_stages_and_honours_the_stage_range(tmp_path: Path
     assert skipped == ["2", "3", "4", "5"]
     # log lines carry a timestamp and file:line
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(run\.sh:\d+\) ", r.stderr, flags=re.M)
+
+
+def test_hubert_overrides_for_one_iteration(tmp_path: Path) -> None:
+    """Overrides after -- reach both pretraining runs; iter1:/iter2: ones only their own."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "valid"):
+        (data / f"{split}.tsv").write_text(".\n")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    calls = tmp_path / "calls.txt"
+    (fake / "speechssl").write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\n')
+    (fake / "speechssl").chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", VIRTUAL_ENV=str(tmp_path))
+    for stage in ("4", "8"):
+        r = subprocess.run(["bash", str(RECIPES["hubert"]), "--data-dir", str(data), "--exp-dir", str(tmp_path / "exp"),
+                            "--stage", stage, "--stop-stage", stage, "--", "trainer.optim.lr=1e-3",
+                            "iter1:trainer.max_updates=7", "iter2:trainer.max_updates=9"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+    first, second = calls.read_text().splitlines()
+    assert first.startswith("pretrain ") and "iter1.yaml" in first and "iter2.yaml" in second
+    assert first.endswith("trainer.optim.lr=1e-3 trainer.max_updates=7")
+    assert second.endswith("trainer.optim.lr=1e-3 trainer.max_updates=9")
 
 
 def _speechssl_commands(script: Path) -> list[list[str]]:
