@@ -112,7 +112,10 @@ class Diarization(DownstreamTaskBase):
         targets = []
         for rec in manifest.ids():
             rec_id = Path(rec).name
-            segs = rttm.get(rec_id, [])
+            if rec_id not in rttm:
+                raise ValueError(f"{directory / f'{split}.rttm'} has no SPEAKER line for recording {rec_id!r} of "
+                                 f"{directory / f'{split}.tsv'}: every recording needs its reference turns")
+            segs = rttm[rec_id]
             spk = sorted({s.speaker for s in segs}, key=lambda x: min(s.start for s in segs if s.speaker == x))
             if len(spk) > self.cfg.num_speakers:
                 raise ValueError(f"{directory / f'{split}.rttm'}: {rec_id} has {len(spk)} speakers, "

@@ -161,6 +161,23 @@ def test_sd_reference_activity_leaves_out_the_sources_silences(tiny_corpus, tmp_
             assert talk < data.manifest.sizes[i] / 16000
 
 
+def test_sd_real_data_needs_a_reference_for_every_recording(tiny_corpus, tmp_path, fbank):
+    """rttm_dir (real data, e.g. LibriMix): a recording of the manifest without RTTM lines is an
+    error naming it, not a recording silently scored against an empty reference."""
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    (ref / "test.tsv").write_text(".\nwav/mixA.wav\t32000\nwav/mixB.wav\t16000\n")
+    (ref / "test.rttm").write_text("SPEAKER mixA 1 0.10 0.50 <NA> <NA> s1 <NA> <NA>\n"
+                                   "SPEAKER mixA 1 0.40 0.90 <NA> <NA> s2 <NA> <NA>\n")
+    task = _task("sd", tiny_corpus, tmp_path, fbank, rttm_dir=str(ref))
+    with pytest.raises(ValueError, match=r"test.rttm has no SPEAKER line for recording 'mixB'"):
+        task.split("test")
+    (ref / "test.rttm").write_text((ref / "test.rttm").read_text() + "SPEAKER mixB 1 0 1 <NA> <NA> s3 <NA> <NA>\n")
+    task = _task("sd", tiny_corpus, tmp_path, fbank, rttm_dir=str(ref))
+    segs, speakers = task.split("test").targets[0]
+    assert speakers == ["s1", "s2"] and len(segs) == 2
+
+
 def test_sd_alignment_ids_are_checked(tmp_path):
     from speechssl.downstream.sd.task import _alignment_phones
 
