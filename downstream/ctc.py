@@ -177,8 +177,8 @@ class CTCTask(DownstreamTaskBase):
         return ds
 
     def _check_feasible(self, split: str, frames: list[int], downsample_rate: int) -> None:
-        """Raise when most utterances of ``split`` have fewer upstream frames than CTC needs
-        (one per target token, plus a blank between repeated tokens); warn when some do.
+        """Raise when over a tenth of the utterances of ``split`` have fewer upstream frames than
+        CTC needs (one per target token, plus a blank between repeated tokens); warn when fewer do.
 
         PyTorch's ``ctc_loss(zero_infinity=True)`` gives such utterances zero loss and zero
         gradient, so a head on a too-slow upstream would silently learn nothing.
