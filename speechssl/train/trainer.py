@@ -188,6 +188,10 @@ class Trainer:
             while not self._done():
                 self._train_epoch()
             self._finish()
+            if self.dist.owns_group and torch.distributed.is_initialized():
+                # tear the group down together: a rank destroying it while a peer's gloo threads
+                # still serve the last collective aborted that peer ("terminate called ...")
+                torch.distributed.barrier()
             return self._last_valid
         finally:
             self.log.close()
