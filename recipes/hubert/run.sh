@@ -4,6 +4,7 @@
 #   bash recipes/hubert/run.sh [--preset tiny|base] [--stage N] [--stop-stage M]
 #                              [--exp-dir DIR] [--data-dir DIR] [--nj N] [--ngpu N]
 #                              [--k1 K] [--k2 K] [--layer L] [--corpus-preset tiny|small|base]
+#                              [--corpus-seed N]
 #                              [-- KEY=VALUE ...]
 #
 #   --preset     tiny (quickstart-sized, minutes on a laptop CPU) or base (HuBERT Base, fairseq's
@@ -14,6 +15,9 @@
 #   --layer L    hidden layer of the iteration-1 model clustered for iteration 2 (tiny 2, base 6)
 #   --corpus-preset  size of the embedded corpus stage 0 synthesizes (default: the model preset;
 #                e.g. the tiny model on the ~2.9 h small corpus)
+#   --corpus-seed N  seed of that corpus (default 0). Another seed gives other voices and other
+#                sentences: pretrain on `--corpus-preset small --corpus-seed 1`, then evaluate on
+#                the seed-0 corpora, and no evaluation speaker or recording was heard in pretraining
 #   -- KEY=VALUE ... config overrides for both pretraining runs (after the conf files); prefixed
 #                with iter1: or iter2:, for that iteration only, e.g.
 #                -- trainer.optim.lr=1e-3 iter1:trainer.max_updates=4000 iter2:trainer.max_updates=20000
@@ -58,6 +62,7 @@ k1=
 k2=
 layer=
 corpus_preset=
+corpus_seed=0
 pretrain_overrides=()
 
 while [ $# -gt 0 ]; do
@@ -73,13 +78,14 @@ while [ $# -gt 0 ]; do
     --k2) k2=$2; shift 2 ;;
     --layer) layer=$2; shift 2 ;;
     --corpus-preset|--corpus_preset) corpus_preset=$2; shift 2 ;;
+    --corpus-seed|--corpus_seed) corpus_seed=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; pretrain_overrides=("$@"); break ;;
     *) die "unknown option '$1' (see --help)" ;;
   esac
 done
 
-for v in stage stop_stage nj ngpu; do
+for v in stage stop_stage nj ngpu corpus_seed; do
   [[ ${!v} =~ ^[0-9]+$ ]] || die "--${v//_/-} must be a non-negative integer, got '${!v}'"
 done
 [ "$nj" -ge 1 ] || die "--nj must be at least 1, got $nj"
@@ -185,8 +191,8 @@ log "HuBERT recipe: preset=$preset exp_dir=$exp_dir data=$data_dir stages $stage
 
 if run_stage 0; then
   if $synth; then
-    log "Stage 0: synthesize the $corpus_preset corpus into $exp_dir/corpus"
-    speechssl corpus synth --preset "$corpus_preset" --out "$exp_dir/corpus"
+    log "Stage 0: synthesize the $corpus_preset corpus (seed $corpus_seed) into $exp_dir/corpus"
+    speechssl corpus synth --preset "$corpus_preset" --seed "$corpus_seed" --out "$exp_dir/corpus"
   else
     log "Stage 0: using the manifests in $data_dir ($(splits | tr '\n' ' '))"
   fi

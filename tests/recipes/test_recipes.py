@@ -58,6 +58,8 @@ def test_hubert_checks_preset_and_data_dir(tmp_path: Path) -> None:
     assert r.returncode == 1 and "--corpus-preset must be tiny, small or base, got 'huge'" in r.stderr
     r = _bash(RECIPES["hubert"], "--", "trainer.max_updates=5", "oops", cwd=tmp_path)
     assert r.returncode == 1 and "overrides after -- must be KEY=VALUE or iter1:/iter2:KEY=VALUE, got 'oops'" in r.stderr
+    r = _bash(RECIPES["hubert"], "--corpus-seed", "-1", cwd=tmp_path)
+    assert r.returncode == 1 and "--corpus-seed must be a non-negative integer, got '-1'" in r.stderr
     r = _bash(RECIPES["hubert"], "--", "iter3:trainer.max_updates=5", cwd=tmp_path)
     assert r.returncode == 1 and "got 'iter3:trainer.max_updates=5'" in r.stderr
     assert not (tmp_path / "exp").exists()
@@ -98,6 +100,22 @@ def test_hubert_overrides_for_one_iteration(tmp_path: Path) -> None:
     assert first.startswith("pretrain ") and "iter1.yaml" in first and "iter2.yaml" in second
     assert first.endswith("trainer.optim.lr=1e-3 trainer.max_updates=7")
     assert second.endswith("trainer.optim.lr=1e-3 trainer.max_updates=9")
+
+
+def test_hubert_corpus_preset_and_seed_reach_the_synthesizer(tmp_path: Path) -> None:
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    calls = tmp_path / "calls.txt"
+    (fake / "speechssl").write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\n')
+    (fake / "speechssl").chmod(0o755)
+    env = dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", VIRTUAL_ENV=str(tmp_path))
+    for args, expected in ([[], "--preset tiny --seed 0"],
+                           [["--corpus-preset", "small", "--corpus-seed", "3"], "--preset small --seed 3"]):
+        exp = tmp_path / f"exp{len(args)}"
+        r = subprocess.run(["bash", str(RECIPES["hubert"]), "--exp-dir", str(exp), "--stop-stage", "0", *args],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert calls.read_text().splitlines()[-1] == f"corpus synth {expected} --out {exp}/corpus"
 
 
 def _speechssl_commands(script: Path) -> list[list[str]]:
