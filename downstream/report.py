@@ -123,6 +123,7 @@ def _table(results: list[dict[str, Any]]) -> dict[str, Any]:
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
     secondary: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     meta: dict[str, dict[str, Any]] = {}
+    sizes: dict[str, set[tuple[int, str]]] = defaultdict(set)
     for r in results:
         key = (r["task"], r["upstream"]["name"])
         cells[key].append(float(r["value"]))
@@ -131,7 +132,27 @@ def _table(results: list[dict[str, Any]]) -> dict[str, Any]:
                 secondary[key][m].append(float(v))
         meta[r["task"]] = {"metric": r["metric"], "higher_is_better": r["higher_is_better"],
                            "description": r.get("description", "")}
-    return {"cells": cells, "secondary": secondary, "meta": meta}
+        scored = r.get("scored")
+        if scored:
+            sizes[r["task"]].add((int(scored["count"]), str(scored["unit"])))
+    return {"cells": cells, "secondary": secondary, "meta": meta, "sizes": sizes}
+
+
+def _test_size(metric: str, sizes: set[tuple[int, str]]) -> str:
+    """What a task's test scores rest on, e.g. ``Test set: 13 utterances (...)``; "" if unknown.
+
+    For accuracies, how far one item and sampling noise move the score: each item is 100/n
+    points, and a 95 % binomial interval around 50 % spans ±1.96·√(0.25/n).
+    """
+    if not sizes:
+        return ""
+    counts = sorted({n for n, _ in sizes})
+    n = counts[0]
+    text = f" Test set: {n if len(counts) == 1 else f'{n} to {counts[-1]}'} {'/'.join(sorted({u for _, u in sizes}))}"
+    if metric == "accuracy" and n > 0:
+        text += (f" (one is {100.0 / n:.2f} points; a 95 % interval around 50 % spans "
+                 f"±{196.0 * math.sqrt(0.25 / n):.1f} points)")
+    return text + "."
 
 
 def render_markdown(results: list[dict[str, Any]], plots: list[str] | None = None) -> str:
@@ -170,7 +191,8 @@ def render_markdown(results: list[dict[str, Any]], plots: list[str] | None = Non
         desc = m["description"] or task
         help_ = _METRIC_HELP.get(m["metric"], m["metric"])
         lines.append(f"- **{task}** — {desc}. Metric: {_METRIC_NAMES.get(m['metric'], m['metric'])} "
-                     f"({'higher' if m['higher_is_better'] else 'lower'} is better): {help_}.")
+                     f"({'higher' if m['higher_is_better'] else 'lower'} is better): {help_}."
+                     + _test_size(m["metric"], t["sizes"].get(task, set())))
     sec_lines = []
     for task in tasks:
         for u in ups:

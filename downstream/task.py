@@ -236,6 +236,8 @@ class DownstreamTaskBase(Task):
     Class attributes:
         name: the registry name (``"ks"``); names cache directories and progress bars.
         trains: False for tasks without a trained head (qbe).
+        scored_unit: what a test score is counted over (``utterances``; asv ``trials``), so a
+            report can say how many of them it rests on (:meth:`scored_items`).
         trainer_defaults: overrides of :class:`speechssl.train.config.TrainerConfig` this task
             starts from (``max_tokens`` counts 10 ms steps of audio, items x longest item,
             whatever the upstream's frame rate: every upstream trains on the same batches).
@@ -243,6 +245,7 @@ class DownstreamTaskBase(Task):
 
     name: ClassVar[str] = ""
     trains: ClassVar[bool] = True
+    scored_unit: ClassVar[str] = "utterances"
     trainer_defaults: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, cfg: Any, ctx: RunContext) -> None:
@@ -271,6 +274,10 @@ class DownstreamTaskBase(Task):
 
     def score(self, split: str, predictions: list[Any]) -> dict[str, float]:
         raise NotImplementedError
+
+    def scored_items(self, predictions: list[Any]) -> int:
+        """How many :attr:`scored_unit` the score of ``predictions`` rests on (one per prediction)."""
+        return len(predictions)
 
     def format_prediction(self, split: str, index: int, prediction: Any) -> str:
         """One line of ``predictions_<split>.tsv``: ``id<TAB>prediction<TAB>target``."""

@@ -59,6 +59,7 @@ class SpeakerVerification(DownstreamTaskBase):
     """x-vector on training speakers; cosine scoring of held-out trials; EER."""
 
     name = "asv"
+    scored_unit = "trials"
     trainer_defaults: ClassVar[dict[str, Any]] = {
         "max_updates": 800, "max_tokens": 20_000, "optim": {"lr": 1e-3, "weight_decay": 0.0},
         "schedule": {"name": "constant"}, "validate_every_updates": 100, "save_every_updates": 100,

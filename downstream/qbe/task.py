@@ -51,6 +51,7 @@ class QueryByExample(DownstreamTaskBase):
 
     name = "qbe"
     trains: ClassVar[bool] = False
+    scored_unit = "queries"
 
     def _manifests(self) -> tuple[Manifest, Manifest]:
         return (subset_split(self.ctx.data_dir, self.cfg.subset, self.cfg.queries),
@@ -191,6 +192,9 @@ class QueryByExample(DownstreamTaskBase):
         preds = [(q_ids[r], doc_ids[j], float(scores[a, j]), int(truth[a, j]))
                  for a, r in enumerate(rows) if not np.isnan(scores[a]).any() for j in range(len(doc_ids))]
         return result, preds
+
+    def scored_items(self, predictions: list[Any]) -> int:
+        return len({p[0] for p in predictions})  # predictions are (query, document) pairs
 
     def format_prediction(self, split: str, index: int, prediction: Any) -> str:
         q, d, score, hit = prediction

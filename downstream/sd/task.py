@@ -86,6 +86,7 @@ class Diarization(DownstreamTaskBase):
     """Frame-level activity of two speakers, PIT-trained, scored by DER."""
 
     name = "sd"
+    scored_unit = "mixtures"
     trainer_defaults: ClassVar[dict[str, Any]] = {
         "max_updates": 500, "max_tokens": 5_000, "optim": {"lr": 2e-3, "weight_decay": 0.0},
         "schedule": {"name": "constant"}, "validate_every_updates": 100, "save_every_updates": 100,

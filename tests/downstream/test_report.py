@@ -91,3 +91,24 @@ def test_runs_of_one_cell_must_be_the_same_upstream(tmp_path, field, value, what
     with pytest.raises(ValueError, match=rf"run0 and .*run2 both report upstream 'hubert' on ks but with "
                                          rf"different {what}.*-u NAME"):
         collect_results([tmp_path])
+
+
+def test_legend_says_what_each_test_score_rests_on(tmp_path):
+    rows = [_result("ks", "fbank", 0.5, metric="accuracy", higher=True),
+            _result("ks", "hubert", 0.75, metric="accuracy", higher=True),
+            _result("asv", "fbank", 0.1, metric="eer", higher=False),
+            _result("asv", "hubert", 0.2, metric="eer", higher=False),
+            _result("pr", "fbank", 0.4, metric="per", higher=False)]
+    rows[0]["scored"] = rows[1]["scored"] = {"count": 16, "unit": "utterances"}
+    rows[2]["scored"] = {"count": 48, "unit": "trials"}
+    rows[3]["scored"] = {"count": 100, "unit": "trials"}  # e.g. runs on two corpora
+    for i, r in enumerate(rows):  # pr: a result written before the runner recorded it
+        (tmp_path / f"run{i}").mkdir()
+        (tmp_path / f"run{i}" / "result.json").write_text(json.dumps(r))
+    legend = {line.split("**")[1]: line for line in render_markdown(collect_results([tmp_path])).splitlines()
+              if line.startswith("- **")}
+    # 16 items: each 100/16 = 6.25 points; 1.96 * sqrt(0.25 / 16) = 0.245
+    assert legend["ks"].endswith("Test set: 16 utterances (one is 6.25 points; a 95 % interval around 50 % "
+                                 "spans ±24.5 points).")
+    assert legend["asv"].endswith("Test set: 48 to 100 trials.")
+    assert "Test set" not in legend["pr"]

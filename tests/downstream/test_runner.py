@@ -43,10 +43,15 @@ def test_results_record_what_was_run(runs, tiny_corpus):
     assert len(r["layer_weights"]) == 1 and "accuracy" in r["valid_metrics"]
     n_test = len((Path(tiny_corpus) / "keywords" / "test.tsv").read_text().splitlines()) - 1
     assert len((root / "ks" / "predictions_test.tsv").read_text().splitlines()) == n_test
+    assert r["scored"] == {"count": n_test, "unit": "utterances"}
     pr = json.loads((root / "pr" / "result.json").read_text())
     assert pr["metric"] == "per" and pr["higher_is_better"] is False and pr["value"] > 0
     qbe = json.loads((root / "qbe" / "result.json").read_text())
     assert qbe["metric"] == "mtwv" and "map" in qbe["metrics"] and qbe["checkpoint"] is None
+    # MTWV rests on the test half of the queries (one prediction per query and document)
+    pairs = [line.split("\t") for line in (root / "qbe" / "predictions_test.tsv").read_text().splitlines()]
+    assert qbe["scored"] == {"count": len({p[0] for p in pairs}), "unit": "queries"}
+    assert qbe["scored"]["count"] == qbe["metrics"]["queries"] and len(pairs) > qbe["scored"]["count"]
 
 
 def test_cache_is_shared_and_reused(runs):
