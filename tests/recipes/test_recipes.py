@@ -78,18 +78,23 @@ def test_hubert_skips_finished_stages_and_honours_the_stage_range(tmp_path: Path
     assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(run\.sh:\d+\) ", r.stderr, flags=re.M)
 
 
+def _fake_speechssl(tmp_path: Path) -> tuple[dict[str, str], Path]:
+    """An environment whose ``speechssl`` only appends its arguments to the returned file."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    calls = tmp_path / "calls.txt"
+    (fake / "speechssl").write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\n')
+    (fake / "speechssl").chmod(0o755)
+    return dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", VIRTUAL_ENV=str(tmp_path)), calls
+
+
 def test_hubert_overrides_for_one_iteration(tmp_path: Path) -> None:
     """Overrides after -- reach both pretraining runs; iter1:/iter2: ones only their own."""
     data = tmp_path / "data"
     data.mkdir()
     for split in ("train", "valid"):
         (data / f"{split}.tsv").write_text(".\n")
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    calls = tmp_path / "calls.txt"
-    (fake / "speechssl").write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\n')
-    (fake / "speechssl").chmod(0o755)
-    env = dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", VIRTUAL_ENV=str(tmp_path))
+    env, calls = _fake_speechssl(tmp_path)
     for stage in ("4", "8"):
         r = subprocess.run(["bash", str(RECIPES["hubert"]), "--data-dir", str(data), "--exp-dir", str(tmp_path / "exp"),
                             "--stage", stage, "--stop-stage", stage, "--", "trainer.optim.lr=1e-3",
@@ -103,12 +108,7 @@ def test_hubert_overrides_for_one_iteration(tmp_path: Path) -> None:
 
 
 def test_hubert_corpus_preset_and_seed_reach_the_synthesizer(tmp_path: Path) -> None:
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    calls = tmp_path / "calls.txt"
-    (fake / "speechssl").write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\n')
-    (fake / "speechssl").chmod(0o755)
-    env = dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", VIRTUAL_ENV=str(tmp_path))
+    env, calls = _fake_speechssl(tmp_path)
     for args, expected in ([[], "--preset tiny --seed 0"],
                            [["--corpus-preset", "small", "--corpus-seed", "3"], "--preset small --seed 3"]):
         exp = tmp_path / f"exp{len(args)}"
