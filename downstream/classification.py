@@ -6,10 +6,12 @@ when every output is right, as SUPERB scores intent classification. The classes 
 of the corpus's ``dict.<ext>.txt`` when it exists (so a class missing from the training
 split is still a possible answer, scored as an error when the head never predicts it),
 else the sorted distinct labels of the training split; a label outside the classes is an
-error naming the file and row.
+error naming the file and row. An evaluation utterance whose label no training utterance has
+is logged as a warning: on a corpus that small the score says nothing about the upstream.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -25,6 +27,8 @@ from speechssl.downstream.task import (
 )
 
 __all__ = ["ClassifierConfig", "UtteranceClassificationTask"]
+
+_log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -91,7 +95,20 @@ class UtteranceClassificationTask(DownstreamTaskBase):
         manifest, outputs = self._raw(split)
         indices = [class_index(values, names, source=f"{manifest.source} ({name})")
                    for values, names, name in zip(outputs, self.classes, self.output_names)]
-        return SplitData(manifest, [tuple(t) for t in zip(*indices)])
+        data = SplitData(manifest, [tuple(t) for t in zip(*indices)])
+        if split != self.ctx.train_split:
+            self._warn_unseen_labels(split, data.targets)
+        return data
+
+    def _warn_unseen_labels(self, split: str, targets: list[tuple[int, ...]]) -> None:
+        seen = set(self.split(self.ctx.train_split).targets)
+        unseen = sum(t not in seen for t in targets)
+        if unseen:
+            how = ("can get them right only by combining outputs learned from other utterances"
+                   if len(self.output_names) > 1 else "never learns to predict them")
+            _log.warning("%s: %d of %d %r utterances have a label (%s) that no %r utterance has; the head %s",
+                         self.name, unseen, len(targets), split, "|".join(self.output_names),
+                         self.ctx.train_split, how)
 
     def build_head(self, in_dim: int) -> nn.Module:
         h = self.cfg.head

@@ -55,6 +55,25 @@ def test_classification_adapters(name, n_classes, tiny_corpus, tmp_path, fbank):
         assert [task.classes[0][t[0]] for t in task.split("test").targets] == kw
 
 
+def test_evaluation_labels_missing_from_training_are_warned_about(tiny_corpus, tmp_path, fbank, caplog):
+    commands = Path(tiny_corpus) / "commands"
+    train = set((commands / "train.intent").read_text().split())
+    test = (commands / "test.intent").read_text().split()
+    unseen = sum(t not in train for t in test)
+    assert unseen > 0  # the tiny corpus's 4 test commands are intents the training split lacks
+
+    ic = _task("ic", tiny_corpus, tmp_path, fbank)
+    with caplog.at_level("WARNING", logger="speechssl.downstream.classification"):
+        ic.split("test")
+    assert f"ic: {unseen} of {len(test)} 'test' utterances have a label (action|object|location)" in caplog.text
+
+    caplog.clear()
+    ks = _task("ks", tiny_corpus, tmp_path / "ks", fbank)
+    with caplog.at_level("WARNING", logger="speechssl.downstream.classification"):
+        ks.split("test")
+    assert "utterances have a label" not in caplog.text
+
+
 def test_ctc_adapters(tiny_corpus, tmp_path, fbank):
     pr = _task("pr", tiny_corpus, tmp_path, fbank)
     phn = (Path(tiny_corpus) / "read" / "valid.phn").read_text().splitlines()
