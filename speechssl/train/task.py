@@ -12,12 +12,13 @@ over gradient-accumulation steps and distributed ranks and divides by the total 
 from __future__ import annotations
 
 import abc
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-__all__ = ["Task", "SizedDataset"]
+__all__ = ["Task", "SizedDataset", "PretrainContext"]
 
 
 class SizedDataset(torch.utils.data.Dataset):
@@ -39,10 +40,31 @@ class SizedDataset(torch.utils.data.Dataset):
         """Called by the Trainer before each epoch (1-based)."""
 
 
+@dataclass(frozen=True)
+class PretrainContext:
+    """What a pretraining Task gets besides its own config: ``TaskCls(cfg, ctx)``.
+
+    Attributes:
+        method: registry name of the method being pretrained (``"hubert"``).
+        model: the method's model config dataclass (a preset, after YAML and overrides).
+        seed: the run seed (``trainer.seed``); data construction that needs randomness derives from it.
+    """
+
+    method: str
+    model: Any
+    seed: int = 0
+
+
 class Task(abc.ABC):
     """Base class of pretraining and downstream tasks.
 
-    Subclasses take their config in ``__init__``; the Trainer then calls, in order:
+    Constructor contract: every Task is built as ``TaskCls(cfg, ctx)``. ``cfg`` is the task's own
+    config dataclass; ``ctx`` is a :class:`PretrainContext` for pretraining tasks (``speechssl
+    pretrain`` builds one from the method name, the model config and the seed) and a
+    ``speechssl.downstream.task.RunContext`` for downstream tasks (upstream, data directory,
+    featurizer, cache). The constructor must not build the model or touch the data yet.
+
+    The Trainer then calls, in order:
     :meth:`build_model` once, :meth:`dataset` for ``"train"`` and the validation split,
     :meth:`collate` on lists of items, and :meth:`loss` on each (device-moved) batch.
 
