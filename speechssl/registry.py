@@ -8,25 +8,49 @@ directories at import.
 
 The upstream contract every method's model follows (DESIGN.md)::
 
-    out = model(wavs)           # wavs: list of 1-D float tensors (S_i,) at 16 kHz
+    out = model(inputs)         # what inputs are is the method's input_kind (INPUT_KINDS)
     out["hidden_states"]        # list of (B, T, D) tensors, one per layer (input layer first)
     out["last_hidden_state"]    # (B, T, D), the same as hidden_states[-1]
-    out["lengths"]              # (B,) int64: valid frames per utterance
-    model.downsample_rate       # samples per output frame (int)
+    out["lengths"]              # (B,) int64: valid frames (tokens, patches) per item
+    model.downsample_rate       # audio only: samples per output frame (int)
     model.hidden_sizes          # list[int], D of each hidden state
+
+A method declares its ``modality`` and ``input_kind``; the hub, ``speechssl pretrain`` and the
+downstream runner check them (:meth:`Method.require_modality`) and refuse a method of the wrong
+kind with one clear line instead of failing deep inside a forward pass.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from importlib import metadata
+from pathlib import Path
 from typing import Any, Callable, TypedDict
 
 import torch
 
 __all__ = [
     "UpstreamOutput", "Method", "DownstreamTask", "register", "get_method", "list_methods",
-    "get_downstream", "list_downstreams", "RegistryError",
+    "get_downstream", "list_downstreams", "RegistryError", "ModalityError", "MODALITIES", "INPUT_KINDS",
+    "methods_with_converter",
 ]
+
+#: What a method learns representations of.
+MODALITIES = ("audio", "image", "video", "points", "text", "multimodal")
+
+#: What a method's upstream ``forward`` takes, by ``Method.input_kind``.
+INPUT_KINDS: dict[str, str] = {
+    "waveform": "a list of B 1-D float tensors (S_i,), 16 kHz samples",
+    "spectrogram": "a list of B float tensors (T_i, F): frames x mel bins",
+    "image": "a float tensor (B, C, H, W)",
+    "video": "a float tensor (B, C, T, H, W)",
+    "points": "a list of B float tensors (N_i, 3)",
+    "text": "a list of B 1-D int64 token-id tensors (L_i,)",
+    "speech+text": "a dict with 'wavs' (waveform) and/or 'tokens' (text)",
+}
+
+#: The modality each input kind belongs to.
+_KIND_MODALITY = {"waveform": "audio", "spectrogram": "audio", "image": "image", "video": "video",
+                  "points": "points", "text": "text", "speech+text": "multimodal"}
 
 UPSTREAM_GROUP = "speechssl.upstream"
 DOWNSTREAM_GROUP = "speechssl.downstream"
@@ -37,6 +61,10 @@ class RegistryError(KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable
         return str(self.args[0])
+
+
+class ModalityError(ValueError):
+    """A method of another modality than the command or task works with."""
 
 
 class UpstreamOutput(TypedDict):
@@ -59,9 +87,18 @@ class Method:
         task_cls: the pretraining Task class (``speechssl.train.Task``), or None.
         task_config_cls: the dataclass that configures ``task_cls``, or None.
         description: one line for ``speechssl hub list`` and ``--help``.
-        converters: foreign format name → converter module of this method (e.g. ``"hf"`` → a
-            module with ``hf_to_speechssl``/``speechssl_to_hf``), so the hub converts formats
-            without importing any method itself.
+        converters: foreign checkpoint format → this method's converter for it. ``"hf"``: a
+            :class:`speechssl.convert.trunk_hf.TrunkHFConverter` (or any object with its
+            ``model_types``/``hf_to_speechssl``/``speechssl_to_hf``); ``"fairseq"``: a
+            :class:`speechssl.convert.fairseq.FairseqConverter` (``models`` + ``read``). The hub
+            finds the method of a foreign checkpoint by asking every registered method's
+            converter, so the core holds no list of methods or formats.
+        modality: one of :data:`MODALITIES`.
+        input_kind: what the upstream's ``forward`` takes, one of :data:`INPUT_KINDS`.
+        example: ``example(directory) -> task config``: writes a tiny training set under
+            ``directory`` and returns the ``task_config_cls`` instance that pretrains
+            :attr:`smallest_preset` on it for a few updates (the contract tests run it). None
+            only for methods without a pretraining task.
     """
 
     name: str
@@ -72,6 +109,39 @@ class Method:
     task_config_cls: type | None = None
     description: str = ""
     converters: dict[str, Any] = field(default_factory=dict)
+    modality: str = "audio"
+    input_kind: str = "waveform"
+    example: Callable[[Path], Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"method {self.name!r}: modality {self.modality!r} is not one of "
+                             f"{', '.join(MODALITIES)}")
+        if self.input_kind not in INPUT_KINDS:
+            raise ValueError(f"method {self.name!r}: input_kind {self.input_kind!r} is not one of "
+                             f"{', '.join(INPUT_KINDS)}")
+        if _KIND_MODALITY[self.input_kind] != self.modality:
+            raise ValueError(f"method {self.name!r}: input_kind {self.input_kind!r} is "
+                             f"{_KIND_MODALITY[self.input_kind]} input, not {self.modality}")
+        if (self.task_cls is None) != (self.task_config_cls is None):
+            raise ValueError(f"method {self.name!r}: give both task_cls and task_config_cls, or neither")
+
+    @property
+    def smallest_preset(self) -> str:
+        """``"tiny"`` when the method has it, else its first preset."""
+        if not self.presets:
+            raise RegistryError(f"method {self.name!r} has no presets")
+        return "tiny" if "tiny" in self.presets else next(iter(self.presets))
+
+    def require_modality(self, modality: str | tuple[str, ...], what: str) -> None:
+        """Raise :class:`ModalityError` unless this method's modality is (one of) ``modality``.
+
+        ``what`` names the command or task asking (``"the downstream runner"``).
+        """
+        wanted = (modality,) if isinstance(modality, str) else tuple(modality)
+        if self.modality not in wanted:
+            raise ModalityError(f"{what} works with {' or '.join(wanted)} methods; {self.name!r} is a "
+                                f"{self.modality} method (input: {INPUT_KINDS[self.input_kind]})")
 
     def converter(self, fmt: str) -> Any:
         """The converter of foreign format ``fmt`` (``"hf"``)."""
@@ -161,6 +231,11 @@ def get_method(name: str) -> Method:
 def list_methods() -> list[str]:
     """Names of all known methods (without importing them)."""
     return _METHODS.names()
+
+
+def methods_with_converter(fmt: str) -> list[Method]:
+    """Every known method with a converter for foreign format ``fmt``, by name (imports them all)."""
+    return [m for m in (get_method(n) for n in list_methods()) if fmt in m.converters]
 
 
 def get_downstream(name: str) -> DownstreamTask:
