@@ -14,7 +14,7 @@ from typing import Any, Literal, Mapping
 import numpy as np
 import torch
 
-from speechssl.data.dataset import frame_crop
+from speechssl.data.labels import frame_crop, pad_ids
 from speechssl.nn.lengths import pad_list, padding_mask
 
 __all__ = ["AudioCollater"]
@@ -93,7 +93,7 @@ class AudioCollater:
             if kind == "frame":
                 offsets = [int(it.get("offset", 0)) for it in items]
                 values = self._crop_frames(values, offsets, starts, target, self.frame_label_rates[key])
-            padded, label_lengths = _pad_ids(values, self.label_pad)
+            padded, label_lengths = pad_ids(values, self.label_pad)
             batch[key] = padded
             batch[f"{key}_lengths"] = label_lengths
         return batch
@@ -113,10 +113,3 @@ class AudioCollater:
             count = min(count, *(len(t) - f for t, f in zip(labels, firsts)))
         return [t[f:f + count] for t, f in zip(labels, firsts)]
 
-
-def _pad_ids(values: list[torch.Tensor], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(v) for v in values], dtype=torch.long)
-    out = torch.full((len(values), int(lengths.max()) if len(values) else 0), pad, dtype=torch.long)
-    for i, v in enumerate(values):
-        out[i, :len(v)] = v
-    return out, lengths

@@ -1,6 +1,6 @@
 """Audio dataset over a manifest and any number of label files.
 
-Three kinds of labels travel with the audio (see :class:`LabelSpec`):
+Three kinds of labels travel with the audio (see :class:`~speechssl.data.labels.LabelSpec`):
 
 - ``frame``: one id per frame at ``label_rate`` Hz (``.km`` units, ``.phn_ali``); cropped in step
   with the audio, with fairseq HuBERT's arithmetic (a crop starting at sample ``s`` of
@@ -16,7 +16,6 @@ data.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Sequence
 
@@ -25,114 +24,20 @@ import torch
 import torch.nn.functional as F
 
 from speechssl.audio import load as load_audio
-from speechssl.data.manifest import (
-    Dictionary, FormatError, Manifest, check_label_frames, read_dict, read_labels, read_manifest,
-)
-from speechssl.train.task import SizedDataset
+from speechssl.data.base import SizedDataset
+from speechssl.data.collate import AudioCollater
+from speechssl.data.labels import LabelFile, LabelKind, LabelSpec, check_label_keys, frame_crop
+from speechssl.data.manifest import Manifest, read_manifest
 
-__all__ = ["LabelSpec", "AudioDataset", "frame_crop", "RESERVED_KEYS"]
+# LabelSpec, LabelKind and frame_crop live in speechssl.data.labels; re-exported here.
+__all__ = ["LabelSpec", "LabelKind", "AudioDataset", "frame_crop", "RESERVED_KEYS"]
 
 _log = logging.getLogger(__name__)
 
 #: Item and batch keys the dataset and collater use themselves; a label may not be named so.
 RESERVED_KEYS = frozenset({"id", "index", "seed", "wav", "lengths", "padding_mask", "offset"})
 
-LabelKind = Literal["frame", "sequence", "utterance"]
 CropMode = Literal["random", "center", "start"]
-
-
-@dataclass(frozen=True)
-class LabelSpec:
-    """One label file to load beside the audio.
-
-    Attributes:
-        path: the label file (one line per manifest row).
-        kind: ``"frame"``, ``"sequence"`` or ``"utterance"`` (see the module docstring).
-        name: key of the label in items and batches; defaults to the file's extension
-            (``train.km`` → ``"km"``).
-        label_rate: frames per second of a ``frame`` label (50 for units of 20 ms frames,
-            100 for 10 ms frames); required for ``frame``, unused otherwise.
-        dictionary: symbols → ids. Required for ``sequence`` labels. Optional for ``frame``
-            labels (without one the symbols must be integers and are used as ids). For
-            ``utterance`` labels, without one the classes are the sorted distinct values of the
-            file; pass the same dictionary to every split so ids agree.
-        tolerance_s: allowed difference between a frame label row's duration and its audio's.
-    """
-
-    path: str | Path
-    kind: LabelKind
-    name: str | None = None
-    label_rate: float | None = None
-    dictionary: Dictionary | str | Path | None = None
-    tolerance_s: float = 0.1
-
-    @property
-    def key(self) -> str:
-        """The label's key in items and batches."""
-        return self.name or Path(self.path).suffix.lstrip(".")
-
-
-def frame_crop(start: int, size: int, label_rate: float, sample_rate: int) -> tuple[int, int]:
-    """Frame range ``(first, count)`` of labels at ``label_rate`` Hz matching an audio crop.
-
-    The crop starts at sample ``start`` and holds ``size`` samples; fairseq HuBERT rounds both
-    ends: ``first = round(start * r / sr)``, ``count = round(size * r / sr)``.
-    """
-    s2f = label_rate / sample_rate
-    return int(round(start * s2f)), int(round(size * s2f))
-
-
-class _Label:
-    """A loaded label file: its rows and how to turn a row into an id tensor or class."""
-
-    def __init__(self, spec: LabelSpec, manifest: Manifest, sample_rate: int) -> None:
-        if spec.kind not in ("frame", "sequence", "utterance"):
-            raise ValueError(f"{spec.path}: label kind must be 'frame', 'sequence' or 'utterance', "
-                             f"got {spec.kind!r}")
-        self.spec = spec
-        self.key = spec.key
-        self.path = Path(spec.path)
-        self.rows = read_labels(self.path, expected_rows=len(manifest))
-        dictionary = spec.dictionary
-        if isinstance(dictionary, (str, Path)):
-            dictionary = read_dict(dictionary)
-        if spec.kind == "frame":
-            if spec.label_rate is None or spec.label_rate <= 0:
-                raise ValueError(f"{self.path}: a frame label needs label_rate > 0 (frames per second), "
-                                 f"got {spec.label_rate}")
-            check_label_frames(manifest, self.rows, spec.label_rate, label_path=self.path,
-                               sample_rate=sample_rate, tolerance_s=spec.tolerance_s)
-        elif spec.kind == "sequence" and dictionary is None:
-            raise ValueError(f"{self.path}: a sequence label needs a dictionary (e.g. dict.{self.key}.txt)")
-        elif spec.kind == "utterance" and dictionary is None:
-            classes = sorted({r.strip() for r in self.rows})
-            dictionary = Dictionary(classes, [0] * len(classes))
-            _log.info("%s: %d classes from the file itself (pass a dictionary to share ids across splits)",
-                      self.path, len(classes))
-        self.dictionary: Dictionary | None = dictionary
-
-    def _encode(self, row: str, row_index: int) -> list[int]:
-        tokens = row.split()
-        if self.dictionary is not None:
-            try:
-                return self.dictionary.encode(tokens)
-            except KeyError as exc:
-                raise FormatError(f"{self.path}:{row_index + 1}: {exc.args[0]}") from None
-        try:
-            return [int(t) for t in tokens]
-        except ValueError:
-            raise FormatError(f"{self.path}:{row_index + 1}: frame labels without a dictionary must be "
-                              f"integers, got {row[:40]!r}") from None
-
-    def get(self, row_index: int) -> torch.Tensor | int:
-        row = self.rows[row_index]
-        if self.spec.kind == "utterance":
-            assert self.dictionary is not None
-            try:
-                return self.dictionary.index(row.strip())
-            except KeyError as exc:
-                raise FormatError(f"{self.path}:{row_index + 1}: {exc.args[0]}") from None
-        return torch.tensor(self._encode(row, row_index), dtype=torch.long)
 
 
 class AudioDataset(SizedDataset):
@@ -184,14 +89,8 @@ class AudioDataset(SizedDataset):
         self.sample_rate = sample_rate
         self.epoch = 1
 
-        self.labels = [_Label(spec, self.manifest, sample_rate) for spec in labels]
-        keys = [lab.key for lab in self.labels]
-        for key in keys:
-            if key in RESERVED_KEYS or not key:
-                raise ValueError(f"label name {key!r} is reserved or empty; give the LabelSpec a name= "
-                                 f"other than {sorted(RESERVED_KEYS)}")
-            if keys.count(key) > 1:
-                raise ValueError(f"two labels are named {key!r}; give each LabelSpec a distinct name=")
+        self.labels = [LabelFile(spec, self.manifest, sample_rate) for spec in labels]
+        check_label_keys([lab.key for lab in self.labels], RESERVED_KEYS)
 
         self._ids = self.manifest.ids()
         sizes = np.asarray(self.manifest.sizes, dtype=np.int64)
@@ -274,8 +173,6 @@ class AudioDataset(SizedDataset):
 
     def collater(self, *, pad_audio: bool = True, label_pad: int = -100):
         """An :class:`~speechssl.data.collate.AudioCollater` matching this dataset's labels and crop."""
-        from speechssl.data.collate import AudioCollater
-
         return AudioCollater(label_kinds=self.label_kinds, frame_label_rates=self.frame_label_rates,
                              pad_audio=pad_audio, label_pad=label_pad, crop=self.crop,
                              max_sample_size=self.max_sample_size, sample_rate=self.sample_rate)
