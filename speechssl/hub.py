@@ -30,7 +30,7 @@ from speechssl._hub.build import build_config, build_model, check_savable
 from speechssl._hub.modeldir import (
     WEIGHTS_NAME, HubError, WeightsRecord, check_sha256, read_meta, replace_dir, write_model_dir,
 )
-from speechssl._hub.sources import FORMATS, detect_format, normalise_path, read_record
+from speechssl._hub.sources import detect_format, foreign_readers, formats, normalise_path, read_record
 from speechssl._hub.zoo import ZooEntry, is_name, list_zoo, model_home, zoo_dir, zoo_path
 from speechssl.config import to_dict
 from speechssl.convert.safe_load import UnsafeCheckpointError
@@ -38,10 +38,13 @@ from speechssl.registry import get_method
 
 __all__ = [
     "save", "load", "resolve", "info", "list_models", "export", "convert", "model_home",
-    "ModelInfo", "ZooEntry", "HubError", "UnsafeCheckpointError", "FORMATS",
+    "ModelInfo", "ZooEntry", "HubError", "UnsafeCheckpointError", "formats", "targets",
 ]
 
-TARGETS = ("speechssl", "hf")
+
+def targets() -> tuple[str, ...]:
+    """Formats :func:`convert` writes: ``speechssl`` and every registered format with an exporter."""
+    return ("speechssl",) + tuple(f for f, r in foreign_readers().items() if hasattr(r, "write_dir"))
 
 
 def save(model: torch.nn.Module, dst: str | Path) -> Path:
@@ -94,7 +97,7 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", verify: b
             or a Hugging Face directory (see module docstring).
         device: where the model goes.
         verify: check the model directory's sha256 before loading (``False`` skips it).
-        fmt: force a source format (one of :data:`FORMATS`); ``auto`` recognises it.
+        fmt: force a source format (one of :func:`formats`); ``auto`` recognises it.
 
     Returns:
         The model: ``model(wavs) -> {"hidden_states", "last_hidden_state", "lengths"}``.
@@ -272,23 +275,21 @@ def convert(src: str | Path, dst: str | Path, *, src_format: str = "auto", to: s
     Args:
         src: model directory, zoo name, training checkpoint, fairseq ``.pt`` or HF directory.
         dst: the output directory (an existing one of the same kind is replaced atomically).
-        src_format: one of :data:`FORMATS`.
-        to: ``speechssl`` or ``hf`` (HF export exists for ``hubert`` and ``wav2vec2``).
+        src_format: one of :func:`formats`.
+        to: one of :func:`targets` (``speechssl``, ``hf``: for methods with an ``"hf"`` converter).
         verify: check the source's sha256 when it is a model directory.
 
     Returns:
         ``dst`` as a Path.
     """
-    if to not in TARGETS:
-        raise ValueError(f"unknown target format {to!r}; expected one of {', '.join(TARGETS)}")
+    if to not in targets():
+        raise ValueError(f"unknown target format {to!r}; expected one of {', '.join(targets())}")
     src_path = resolve(src)
     record = read_record(src_path, src_format, verify=verify)
     # Build and load strictly before writing anything: a conversion that does not fit fails here.
     model = build_model(record, str(src_path))
-    if to == "hf":
-        from speechssl.convert.hf import write_hf_dir
-
-        return write_hf_dir(model, dst)
+    if to != "speechssl":
+        return foreign_readers()[to].write_dir(model, dst)
     record = WeightsRecord(method=record.method, config=to_dict(model.config),
                            state_dict=model.state_dict(), source=record.source)
     return write_model_dir(dst, record)

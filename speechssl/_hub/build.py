@@ -16,6 +16,9 @@ __all__ = ["build_config", "build_model"]
 def build_config(method: str, config: dict[str, Any], where: str) -> Any:
     """The method's config dataclass from its plain dict; errors name ``where``."""
     spec = get_method(method)
+    upgrade = getattr(spec.config_cls, "upgrade", None)  # configs written by older versions
+    if callable(upgrade):
+        config = upgrade(dict(config))
     try:
         return from_dict(spec.config_cls, config)
     except ConfigError as exc:

@@ -1,8 +1,11 @@
 """Recognise what a path holds and read it into a :class:`WeightsRecord`.
 
-Formats: ``speechssl`` (a model directory), ``checkpoint`` (a speechssl training checkpoint),
-``fairseq`` (a fairseq HuBERT / wav2vec 2.0 ``.pt``), ``hf`` (a Hugging Face ``HubertModel`` /
-``Wav2Vec2Model`` directory). Every ``.pt`` goes through the allow-listed safe loader.
+Native formats: ``speechssl`` (a model directory) and ``checkpoint`` (a speechssl training
+checkpoint). Foreign formats are those some registered method has a converter for
+(``Method.converters``, e.g. ``fairseq``, ``hf``); each converter names the format's reader
+(``converter.reader``: a module with ``DESCRIPTION`` and either ``claims_dir``/``read_dir`` for
+directory formats or ``claims_checkpoint``/``read_checkpoint`` for ``.pt`` formats). Every
+``.pt`` goes through the allow-listed safe loader.
 """
 from __future__ import annotations
 
@@ -13,12 +16,28 @@ from speechssl._hub.checkpoint import is_training_checkpoint, read_training_chec
 from speechssl._hub.modeldir import (
     CONFIG_NAME, WEIGHTS_NAME, HubError, WeightsRecord, is_model_dir, read_meta, read_model_dir,
 )
-from speechssl.convert.hf import is_hf_dir
 from speechssl.convert.safe_load import FAIRSEQ_ALLOWED, safe_torch_load
+from speechssl.registry import get_method, list_methods
 
-__all__ = ["FORMATS", "detect_format", "read_record", "normalise_path"]
+__all__ = ["NATIVE_FORMATS", "formats", "foreign_readers", "detect_format", "read_record", "normalise_path"]
 
-FORMATS = ("auto", "speechssl", "checkpoint", "fairseq", "hf")
+NATIVE_FORMATS = ("auto", "speechssl", "checkpoint")
+
+
+def foreign_readers() -> dict[str, Any]:
+    """Foreign format → its reader module, for every format a registered method converts."""
+    readers: dict[str, Any] = {}
+    for name in list_methods():
+        for fmt, converter in get_method(name).converters.items():
+            reader = getattr(converter, "reader", None)
+            if reader is not None:
+                readers.setdefault(fmt, reader)
+    return dict(sorted(readers.items()))
+
+
+def formats() -> tuple[str, ...]:
+    """Every source format :func:`read_record` accepts (``auto`` first)."""
+    return NATIVE_FORMATS + tuple(foreign_readers())
 
 
 def normalise_path(path: Path) -> Path:
@@ -29,12 +48,9 @@ def normalise_path(path: Path) -> Path:
     return path
 
 
-def _is_fairseq(obj: Any) -> bool:
-    return isinstance(obj, dict) and "model" in obj and ("cfg" in obj or "args" in obj)
-
-
 def detect_format(path: str | Path) -> str:
-    """``speechssl``, ``hf``, or ``pt`` (a file to unpickle safely and classify by content).
+    """``speechssl``, a foreign directory format (``hf``), or ``pt`` (a file to unpickle safely
+    and classify by content).
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
@@ -46,27 +62,33 @@ def detect_format(path: str | Path) -> str:
     if path.is_dir():
         if is_model_dir(path):
             return "speechssl"
-        if is_hf_dir(path):
-            return "hf"
+        dir_readers = {f: r for f, r in foreign_readers().items() if hasattr(r, "claims_dir")}
+        for fmt, reader in dir_readers.items():
+            if reader.claims_dir(path):
+                return fmt
         if (path / CONFIG_NAME).is_file():
             read_meta(path)  # raises the precise problem (bad JSON, missing keys)
-        raise HubError(f"{path}: not a model directory: expected {CONFIG_NAME} + {WEIGHTS_NAME} (speechssl) "
-                       "or a Hugging Face directory (config.json with model_type + weights)")
+        others = "".join(f" or {r.DESCRIPTION}" for r in dir_readers.values())
+        raise HubError(f"{path}: not a model directory: expected {CONFIG_NAME} + {WEIGHTS_NAME} (speechssl)"
+                       f"{others}")
     return "pt"
 
 
 def _classify_pt(path: Path, obj: Any, fmt: str) -> WeightsRecord:
     if fmt in ("auto", "checkpoint") and is_training_checkpoint(obj):
         return read_training_checkpoint(path, obj)
-    if fmt in ("auto", "fairseq") and _is_fairseq(obj):
-        from speechssl.convert.fairseq import read_fairseq
-
-        return read_fairseq(path, obj)
+    file_readers = {f: r for f, r in foreign_readers().items() if hasattr(r, "claims_checkpoint")}
+    for name, reader in file_readers.items():
+        if fmt in ("auto", name) and reader.claims_checkpoint(obj):
+            return reader.read_checkpoint(path, obj)
     keys = ", ".join(sorted(map(str, obj))[:10]) if isinstance(obj, dict) else type(obj).__name__
-    wanted = {"auto": "a speechssl training checkpoint ('model' + 'upstream') or a fairseq checkpoint "
-                      "('model' + 'cfg'/'args')",
-              "checkpoint": "a speechssl training checkpoint ('model' + 'upstream')",
-              "fairseq": "a fairseq checkpoint ('model' + 'cfg' or 'args')"}[fmt]
+    native = "a speechssl training checkpoint ('model' + 'upstream')"
+    if fmt == "checkpoint":
+        wanted = native
+    elif fmt == "auto":
+        wanted = " or ".join([native] + [r.DESCRIPTION for r in file_readers.values()])
+    else:
+        wanted = file_readers[fmt].DESCRIPTION
     raise HubError(f"{path}: not {wanted}; the file holds: {keys}")
 
 
@@ -75,27 +97,26 @@ def read_record(path: str | Path, fmt: str = "auto", *, verify: bool = True) -> 
 
     Args:
         path: a model directory, a training checkpoint, a fairseq ``.pt`` or a Hugging Face directory.
-        fmt: one of :data:`FORMATS`; ``auto`` recognises the source.
+        fmt: one of :func:`formats`; ``auto`` recognises the source.
         verify: check a model directory's sha256 (other sources carry no hash).
 
     Raises:
         FileNotFoundError, HubError, UnsafeCheckpointError (a ``.pt`` naming a refused global).
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown source format {fmt!r}; expected one of {', '.join(FORMATS)}")
+    readers = foreign_readers()
+    if fmt not in NATIVE_FORMATS and fmt not in readers:
+        raise ValueError(f"unknown source format {fmt!r}; expected one of {', '.join(formats())}")
     path = normalise_path(Path(path).expanduser())
     kind = detect_format(path)
     if kind == "speechssl":
         if fmt not in ("auto", "speechssl"):
             raise HubError(f"{path}: is a speechssl model directory, not {fmt}")
         return read_model_dir(path, verify=verify)
-    if kind == "hf":
-        if fmt not in ("auto", "hf"):
-            raise HubError(f"{path}: is a Hugging Face model directory, not {fmt}")
-        from speechssl.convert.hf import read_hf_dir
-
-        return read_hf_dir(path)
-    if fmt in ("speechssl", "hf"):
+    if kind != "pt":
+        if fmt not in ("auto", kind):
+            raise HubError(f"{path}: is a {readers[kind].DESCRIPTION}, not {fmt}")
+        return readers[kind].read_dir(path)
+    if fmt == "speechssl" or hasattr(readers.get(fmt), "claims_dir"):
         raise HubError(f"{path}: is a file; a {fmt} model is a directory")
     obj = safe_torch_load(path, allow=FAIRSEQ_ALLOWED)
     return _classify_pt(path, obj, fmt)

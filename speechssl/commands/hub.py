@@ -10,8 +10,10 @@ __all__ = ["add_arguments", "main"]
 _log = logging.getLogger(__name__)
 
 _SOURCES = "a model directory, a zoo name, a speechssl training checkpoint (checkpoint_*.pt), " \
-           "a fairseq HuBERT/wav2vec 2.0 .pt, or a Hugging Face HubertModel/Wav2Vec2Model directory"
-_FROM = ("auto", "speechssl", "checkpoint", "fairseq", "hf")
+           "or a foreign checkpoint some method converts (fairseq HuBERT/wav2vec 2.0 .pt, Hugging Face " \
+           "HubertModel/Wav2Vec2Model directory)"
+_FROM_HELP = ("source format: auto (default), speechssl, checkpoint, or a foreign format a registered "
+              "method converts (fairseq, hf)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p = sub.add_parser("info", help="show method, sizes, parameter count, downsample rate and hash",
                        description=f"Describe SRC: {_SOURCES}. The weights' sha256 is checked.")
     p.add_argument("src", metavar="SRC", help="what to inspect")
-    p.add_argument("--from", dest="src_format", choices=_FROM, default="auto", help="source format (default: auto)")
+    p.add_argument("--from", dest="src_format", default="auto", metavar="FORMAT", help=_FROM_HELP)
     p.add_argument("--no-verify", action="store_true", help="do not check the sha256 of model.safetensors")
     p.add_argument("--json", action="store_true", help="print the description as one JSON object")
 
@@ -38,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                    "speechssl.hub.load(NAME) and `speechssl downstream --upstream NAME` find it.")
     p.add_argument("src", metavar="SRC", help="what to export")
     p.add_argument("name", metavar="NAME", help="zoo name: letters, digits, '.', '_', '-'")
-    p.add_argument("--from", dest="src_format", choices=_FROM, default="auto", help="source format (default: auto)")
+    p.add_argument("--from", dest="src_format", default="auto", metavar="FORMAT", help=_FROM_HELP)
     p.add_argument("--force", action="store_true", help="replace an existing zoo model of that name")
     p.add_argument("--no-verify", action="store_true", help="do not check the source's sha256")
 
@@ -51,9 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                    "to anything else is refused before it runs.")
     p.add_argument("src", metavar="SRC", help="what to convert")
     p.add_argument("dst", metavar="DST", help="output directory (a model directory there is replaced)")
-    p.add_argument("--from", dest="src_format", choices=_FROM, default="auto", help="source format (default: auto)")
-    p.add_argument("--to", dest="target", choices=("speechssl", "hf"), default="speechssl",
-                   help="output format (default: speechssl)")
+    p.add_argument("--from", dest="src_format", default="auto", metavar="FORMAT", help=_FROM_HELP)
+    p.add_argument("--to", dest="target", default="speechssl", metavar="FORMAT",
+                   help="output format: speechssl (default) or a foreign format with an exporter (hf)")
     p.add_argument("--no-verify", action="store_true", help="do not check the source's sha256")
 
 

@@ -1,4 +1,9 @@
-"""fairseq HuBERT / wav2vec 2.0 checkpoints → speechssl (``hubert`` / ``wav2vec2`` methods).
+"""fairseq checkpoints of the wav2vec 2.0 / HuBERT trunk → speechssl.
+
+Which fairseq models a speechssl method reads is the method's: it registers a
+:class:`FairseqConverter` (``Method.converters["fairseq"]``) naming fairseq model names
+(``_name``/``arch``) and whether each is a fine-tuned wrapper; :func:`read_fairseq` asks the
+registered methods.
 
 A fairseq checkpoint (``fairseq.checkpoint_utils`` / ``Trainer.state_dict``) is a dict::
 
@@ -8,8 +13,8 @@ A fairseq checkpoint (``fairseq.checkpoint_utils`` / ``Trainer.state_dict``) is 
      "last_optimizer_state": {...}, "criterion": ...}
 
 It is read with the allow-listed safe loader (:mod:`speechssl.convert.safe_load`); only
-``model`` and ``cfg``/``args`` are used. Pretrained models (``_name``/``arch`` ``hubert`` or
-``wav2vec2``) and CTC fine-tuned ones (``hubert_ctc``, ``wav2vec_ctc``: the encoder under
+``model`` and ``cfg``/``args`` are used. Pretrained models (e.g. ``hubert``, ``wav2vec2``) and
+CTC fine-tuned ones (``hubert_ctc``, ``wav2vec_ctc``: the encoder under
 ``w2v_encoder.w2v_model.``, its pretraining config in ``w2v_args``) are accepted.
 
 Every parameter is mapped through :data:`KEPT` (speechssl uses fairseq's names, so this is
@@ -22,16 +27,23 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 
 from speechssl._hub.modeldir import HubError, WeightsRecord
+from speechssl.registry import Method, methods_with_converter
 
-__all__ = ["KEPT", "DROPPED", "read_fairseq", "fairseq_model_config", "parse_conv_layers"]
+__all__ = ["KEPT", "DROPPED", "FairseqConverter", "read_fairseq", "fairseq_model_config", "parse_conv_layers",
+           "fairseq_models", "DESCRIPTION", "claims_checkpoint", "read_checkpoint"]
+
+#: What this format is, for error messages (the hub's reader protocol, see speechssl._hub.sources).
+DESCRIPTION = "a fairseq checkpoint ('model' + 'cfg' or 'args')"
 
 _log = logging.getLogger(__name__)
 
@@ -66,9 +78,6 @@ DROPPED: tuple[tuple[str, str], ...] = (
 _KEPT_RE = [(re.compile(p + r"\Z"), r) for p, r in KEPT]
 _DROPPED_RE = [(re.compile(p + r"\Z"), why) for p, why in DROPPED]
 
-# fairseq model _name / arch → speechssl method, and whether it is a fine-tuned wrapper.
-_MODELS = {"hubert": ("hubert", False), "wav2vec2": ("wav2vec2", False),
-           "hubert_ctc": ("hubert", True), "wav2vec_ctc": ("wav2vec2", True)}
 _FINETUNED_PREFIX = "w2v_encoder.w2v_model."
 
 # fairseq HubertConfig / Wav2Vec2Config defaults of every field read below (for old checkpoints
@@ -183,7 +192,7 @@ def _split_cfg(obj: Mapping[str, Any], where: str) -> tuple[dict[str, Any], dict
 
 def fairseq_model_config(model_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any], where: str
                          ) -> dict[str, Any]:
-    """A speechssl HuBERT/wav2vec2 config dict from fairseq's model and task config.
+    """A speechssl trunk config dict (HuBERT head fields included) from fairseq's model and task config.
 
     Raises:
         HubError: a field whose value needs an architecture speechssl does not implement.
@@ -244,6 +253,42 @@ def _map_state(state: Mapping[str, Any], prefix: str, where: str) -> tuple[dict[
     return kept, dropped
 
 
+class FairseqConverter:
+    """``Method.converters["fairseq"]`` of a method built on the wav2vec 2.0 / HuBERT trunk.
+
+    Args:
+        config_cls: the method's config dataclass; the converted config keeps only its fields
+            (fairseq fields of other heads are dropped).
+        models: fairseq model name (``cfg.model._name`` / ``args.arch``) → True for a fine-tuned
+            wrapper whose encoder sits under ``w2v_encoder.w2v_model.`` (``hubert_ctc``).
+    """
+
+    @property
+    def reader(self) -> Any:
+        """The format's reader module (this one), for the hub."""
+        return sys.modules[__name__]
+
+    def __init__(self, config_cls: type, models: Mapping[str, bool]) -> None:
+        if not models:
+            raise ValueError("models is empty: name the fairseq model(s) this method reads")
+        self.config_cls = config_cls
+        self.models = dict(models)
+
+    def config_fields(self, config: dict[str, Any]) -> dict[str, Any]:
+        """``config`` restricted to the fields of :attr:`config_cls`."""
+        names = {f.name for f in dataclasses.fields(self.config_cls)}
+        return {k: v for k, v in config.items() if k in names}
+
+
+def fairseq_models() -> dict[str, Method]:
+    """fairseq model name → the registered method that reads it (first registered wins)."""
+    found: dict[str, Method] = {}
+    for method in methods_with_converter("fairseq"):
+        for name in method.converters["fairseq"].models:
+            found.setdefault(name, method)
+    return found
+
+
 def read_fairseq(path: str | Path, obj: Mapping[str, Any]) -> WeightsRecord:
     """Convert an unpickled fairseq checkpoint (read from ``path``) into a speechssl record.
 
@@ -253,9 +298,13 @@ def read_fairseq(path: str | Path, obj: Mapping[str, Any]) -> WeightsRecord:
     where = str(path)
     model_cfg, task_cfg = _split_cfg(obj, where)
     name = model_cfg.get("_name")
-    if name not in _MODELS:
-        raise HubError(f"{where}: fairseq model {name!r} is not convertible; supported: {', '.join(_MODELS)}")
-    method, finetuned = _MODELS[name]
+    readers = fairseq_models()
+    if name not in readers:
+        raise HubError(f"{where}: fairseq model {name!r} is not convertible; supported: "
+                       f"{', '.join(sorted(readers)) or '(none registered)'}")
+    spec = readers[name]
+    converter: FairseqConverter = spec.converters["fairseq"]
+    method, finetuned = spec.name, converter.models[name]
     prefix = ""
     if finetuned:
         w2v_args = model_cfg.get("w2v_args")
@@ -268,7 +317,7 @@ def read_fairseq(path: str | Path, obj: Mapping[str, Any]) -> WeightsRecord:
     state = obj.get("model")
     if not isinstance(state, Mapping):
         raise HubError(f"{where}: 'model' must be a state dict, got {type(state).__name__}")
-    config = fairseq_model_config(model_cfg, task_cfg, where)
+    config = converter.config_fields(fairseq_model_config(model_cfg, task_cfg, where))
     tensors, dropped = _map_state(state, prefix, where)
     if dropped:
         _log.info("%s: dropped %d pretraining/fine-tuning-only parameter(s): %s", where, len(dropped),
@@ -280,3 +329,13 @@ def read_fairseq(path: str | Path, obj: Mapping[str, Any]) -> WeightsRecord:
         if isinstance(updates, int):
             source["num_updates"] = updates
     return WeightsRecord(method=method, config=config, state_dict=tensors, source=source)
+
+
+def claims_checkpoint(obj: Any) -> bool:
+    """Reader protocol: whether an unpickled ``.pt`` is a fairseq checkpoint."""
+    return isinstance(obj, dict) and "model" in obj and ("cfg" in obj or "args" in obj)
+
+
+def read_checkpoint(path: Path, obj: Mapping[str, Any]) -> WeightsRecord:
+    """Reader protocol: :func:`read_fairseq`."""
+    return read_fairseq(path, obj)

@@ -1,8 +1,9 @@
-"""Hugging Face ``HubertModel`` / ``Wav2Vec2Model`` directories ↔ speechssl.
+"""Hugging Face model directories ↔ speechssl.
 
-The key and config mapping belongs to each method (``Method.converter("hf")``, e.g.
-``speechssl.upstream.hubert.hf``); this module does the directory I/O and finds the method
-through the registry, so the core never imports a method.
+The key and config mapping is registered by each method (``Method.converters["hf"]``, e.g. a
+:class:`speechssl.convert.trunk_hf.TrunkHFConverter` naming the ``model_type`` values it reads);
+this module does the directory I/O and asks the registered methods which one reads a
+directory's ``model_type``, so the core holds no list of methods.
 
 Reading: ``config.json`` (``model_type`` ``hubert`` or ``wav2vec2``) + ``model.safetensors``
 (or a sharded ``model.safetensors.index.json``, or ``pytorch_model.bin`` read with the safe
@@ -24,15 +25,24 @@ import torch
 from speechssl._hub.modeldir import HubError, WeightsRecord, fsync_file, replace_dir, staging_dir
 from speechssl.config import to_dict
 from speechssl.convert.safe_load import safe_torch_load
-from speechssl.registry import get_method
+from speechssl.registry import Method, RegistryError, get_method, methods_with_converter
 
-__all__ = ["read_hf_dir", "write_hf_dir", "is_hf_dir", "HF_METHODS"]
+__all__ = ["read_hf_dir", "write_hf_dir", "is_hf_dir", "hf_model_types", "DESCRIPTION", "claims_dir",
+           "read_dir", "write_dir"]
+
+#: What this format is, for error messages (the hub's reader protocol, see speechssl._hub.sources).
+DESCRIPTION = "a Hugging Face model directory (config.json with model_type + weights)"
 
 _log = logging.getLogger(__name__)
 
-#: transformers model_type → speechssl method.
-HF_METHODS = {"hubert": "hubert", "wav2vec2": "wav2vec2"}
-_BASE_PREFIXES = ("hubert.", "wav2vec2.")
+
+def hf_model_types() -> dict[str, Method]:
+    """transformers ``model_type`` → the registered method that reads it (first registered wins)."""
+    found: dict[str, Method] = {}
+    for method in methods_with_converter("hf"):
+        for model_type in getattr(method.converters["hf"], "model_types", {}):
+            found.setdefault(model_type, method)
+    return found
 
 
 def is_hf_dir(path: Path) -> bool:
@@ -105,33 +115,35 @@ def read_hf_dir(path: str | Path) -> WeightsRecord:
     path = Path(path)
     hf_config = _read_json(path / "config.json")
     model_type = hf_config.get("model_type")
-    if model_type not in HF_METHODS:
+    readers = hf_model_types()
+    if model_type not in readers:
         raise HubError(f"{path}: transformers model_type {model_type!r} is not convertible; supported: "
-                       f"{', '.join(HF_METHODS)}")
+                       f"{', '.join(sorted(readers)) or '(none registered)'}")
+    method = readers[model_type]
+    converter = method.converters["hf"]
     state, weights_name = _read_weights(path)
     normalize = None
     pre = path / "preprocessor_config.json"
     if pre.is_file():
         value = _read_json(pre).get("do_normalize")
         normalize = None if value is None else bool(value)
-    prefix = next((p for p in _BASE_PREFIXES if any(k.startswith(p) for k in state)), None)
-    dropped = sorted(k for k in state if prefix and not k.startswith(prefix))
-    method = get_method(HF_METHODS[model_type])
+    prefix = converter.base_prefix[model_type]  # task classes (…ForCTC) hold the base model under it
+    has_base_prefix = any(k.startswith(prefix) for k in state)
+    dropped = sorted(k for k in state if has_base_prefix and not k.startswith(prefix))
     try:
-        config, converted = method.converter("hf").hf_to_speechssl(
-            state, hf_config, normalize=normalize, drop_heads=True, config_cls=method.config_cls)
+        config, converted = converter.hf_to_speechssl(state, hf_config, normalize=normalize, drop_heads=True)
     except ValueError as exc:
         raise HubError(f"{path}: {exc}") from None
     if dropped:
         _log.info("%s: dropped %d task-head parameter(s): %s", path, len(dropped), ", ".join(dropped))
     source = {"format": "hf", "path": str(path), "model_type": model_type, "weights": weights_name,
               "architectures": hf_config.get("architectures"), "dropped": dropped}
-    return WeightsRecord(method=HF_METHODS[model_type], config=to_dict(config), state_dict=converted,
+    return WeightsRecord(method=method.name, config=to_dict(config), state_dict=converted,
                          source=source)
 
 
 def write_hf_dir(model: torch.nn.Module, dst: str | Path) -> Path:
-    """Write a speechssl ``hubert``/``wav2vec2`` upstream as a transformers directory at ``dst``.
+    """Write a speechssl upstream whose method has an ``"hf"`` converter as a transformers directory.
 
     An existing transformers directory at ``dst`` is replaced atomically; anything else is refused.
 
@@ -140,15 +152,16 @@ def write_hf_dir(model: torch.nn.Module, dst: str | Path) -> Path:
     """
     from safetensors.torch import save_file
 
-
     method = getattr(model, "method", None)
-    if method not in HF_METHODS.values():
-        raise HubError(f"a {method!r} model has no Hugging Face counterpart; HF export exists for "
-                       f"{', '.join(sorted(HF_METHODS.values()))}")
-    model_type = next(t for t, m in HF_METHODS.items() if m == method)
-    converter = get_method(method).converter("hf")
     try:
-        hf_config, hf_state = converter.speechssl_to_hf(model.config, model.state_dict(), model_type=model_type)
+        converter = get_method(str(method)).converter("hf")
+    except RegistryError:
+        exporters = sorted(m.name for m in methods_with_converter("hf"))
+        raise HubError(f"a {method!r} model has no Hugging Face counterpart; HF export exists for "
+                       f"{', '.join(exporters) or '(none)'}") from None
+    model_type = converter.export_type
+    try:
+        hf_config, hf_state = converter.speechssl_to_hf(model.config, model.state_dict())
     except ValueError as exc:
         raise HubError(f"cannot express this {method} model in transformers: {exc}") from None
     dst = Path(dst).expanduser()
@@ -163,3 +176,18 @@ def write_hf_dir(model: torch.nn.Module, dst: str | Path) -> Path:
         replace_dir(tmp, dst, replaceable=is_hf_dir, kind="Hugging Face model")
     _log.info("wrote transformers %s directory %s", model_type, dst)
     return dst
+
+
+def claims_dir(path: Path) -> bool:
+    """Reader protocol: whether ``path`` is a directory of this format."""
+    return is_hf_dir(path)
+
+
+def read_dir(path: Path) -> WeightsRecord:
+    """Reader protocol: :func:`read_hf_dir`."""
+    return read_hf_dir(path)
+
+
+def write_dir(model: torch.nn.Module, dst: str | Path) -> Path:
+    """Reader protocol (export): :func:`write_hf_dir`."""
+    return write_hf_dir(model, dst)

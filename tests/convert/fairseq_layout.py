@@ -72,7 +72,7 @@ def _model_fields(cfg: HubertConfig) -> dict[str, Any]:
         "dropout_input": cfg.dropout_input, "dropout_features": cfg.dropout_features,
         "final_dim": cfg.final_dim, "layer_norm_first": cfg.layer_norm_first,
         "conv_feature_layers": conv_layers_string(cfg.conv_feature_layers), "conv_bias": cfg.conv_bias,
-        "logit_temp": cfg.logit_temp, "target_glu": cfg.target_glu, "feature_grad_mult": cfg.feature_grad_mult,
+        "logit_temp": cfg.logit_temp, "target_glu": getattr(cfg, "target_glu", False), "feature_grad_mult": cfg.feature_grad_mult,
         "mask_length": cfg.mask_length, "mask_prob": cfg.mask_prob, "mask_selection": cfg.mask_selection,
         "mask_other": cfg.mask_other, "no_mask_overlap": cfg.no_mask_overlap, "mask_min_space": cfg.mask_min_space,
         "mask_channel_length": cfg.mask_channel_length, "mask_channel_prob": cfg.mask_channel_prob,

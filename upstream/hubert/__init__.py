@@ -6,11 +6,12 @@
 
 Registered as the ``hubert`` method through the ``speechssl.upstream`` entry point (``METHOD``).
 """
+from speechssl.convert.fairseq import FairseqConverter
+from speechssl.convert.trunk_hf import TrunkHFConverter
 from speechssl.registry import Method
 from speechssl.upstream.hubert.config import PRESETS, HubertConfig
 from speechssl.upstream.hubert.model import HubertModel, HubertPretrainModel
 from speechssl.upstream.hubert.task import HubertPretrainTask, HubertTaskConfig
-from speechssl.upstream.hubert import hf as _hf
 
 __all__ = ["HubertConfig", "HubertModel", "HubertPretrainModel", "HubertPretrainTask", "HubertTaskConfig",
            "PRESETS", "METHOD"]
@@ -23,5 +24,6 @@ METHOD = Method(
     task_cls=HubertPretrainTask,
     task_config_cls=HubertTaskConfig,
     description="HuBERT: masked prediction of k-means units (conv encoder + transformer)",
-    converters={"hf": _hf},
+    converters={"hf": TrunkHFConverter(HubertConfig, ["hubert"]),
+                "fairseq": FairseqConverter(HubertConfig, {"hubert": False, "hubert_ctc": True})},
 )

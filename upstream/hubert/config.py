@@ -17,66 +17,19 @@ Two deliberate differences from fairseq:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Callable
 
-from speechssl.nn.activations import ActivationName
-from speechssl.nn.conv_extractor import FAIRSEQ_CONV_LAYERS
-from speechssl.nn.masking import MaskType
+from speechssl.nn.trunk import TrunkConfig
 
 __all__ = ["HubertConfig", "tiny", "base", "large", "PRESETS"]
 
 
 @dataclass
-class HubertConfig:
-    """Architecture, masking and prediction-head settings of a HuBERT model."""
+class HubertConfig(TrunkConfig):
+    """Architecture, masking and prediction-head settings of a HuBERT model.
 
-    # --- waveform encoder -------------------------------------------------------------
-    # "default": GroupNorm in the first conv block; "layer_norm": LayerNorm in every block (Large).
-    extractor_mode: Literal["default", "layer_norm"] = "default"
-    # (channels, kernel, stride) of each conv layer; the product of strides is samples per frame.
-    conv_feature_layers: tuple[tuple[int, int, int], ...] = FAIRSEQ_CONV_LAYERS
-    # Bias in the conv layers.
-    conv_bias: bool = False
-    # Scale of the gradient reaching the conv encoder (0 freezes it; fairseq Base 0.1).
-    feature_grad_mult: float = 1.0
-    # Layer-normalise each waveform over its samples first (fairseq task.normalize; True for Large).
-    normalize: bool = False
-
-    # --- transformer --------------------------------------------------------------------
-    encoder_layers: int = 12  # L, number of transformer layers
-    encoder_embed_dim: int = 768  # D, transformer width
-    encoder_ffn_embed_dim: int = 3072  # feed-forward inner width
-    encoder_attention_heads: int = 12  # attention heads
-    activation_fn: ActivationName = "gelu"  # feed-forward activation
-    layer_norm_first: bool = False  # pre-LN (Large) instead of post-LN (Base)
-    layer_norm_eps: float = 1e-5  # epsilon of the transformer LayerNorms
-    conv_pos: int = 128  # width (frames) of the convolutional position embedding
-    conv_pos_groups: int = 16  # groups of the convolutional position embedding
-
-    # --- dropout ------------------------------------------------------------------------
-    dropout: float = 0.1  # on sub-block outputs and after the position embedding
-    attention_dropout: float = 0.1  # on attention probabilities
-    activation_dropout: float = 0.0  # after the feed-forward activation
-    encoder_layerdrop: float = 0.0  # probability of skipping a layer in training
-    dropout_input: float = 0.0  # on the projected conv features, before masking
-    dropout_features: float = 0.0  # unused: fairseq computes dropped-out features HuBERT never reads; kept so fairseq configs load
-
-    # --- time masking (pretraining) ---------------------------------------------------
-    mask_prob: float = 0.8  # span-start probability per frame (fairseq Base/Large 0.8)
-    mask_length: int = 10  # frames per span
-    mask_selection: MaskType = "static"  # distribution of span lengths
-    mask_other: float = 0.0  # second parameter of the uniform/normal span-length distribution
-    mask_min_masks: int = 2  # at least this many spans per utterance (fairseq hard-codes 2)
-    no_mask_overlap: bool = False  # place disjoint spans
-    mask_min_space: int = 1  # gap between disjoint spans
-
-    # --- channel masking (off for pretraining; fine-tuning uses it) -----------------------
-    mask_channel_prob: float = 0.0  # span-start probability per channel
-    mask_channel_length: int = 10  # channels per span
-    mask_channel_selection: MaskType = "static"  # distribution of channel-span lengths
-    mask_channel_other: float = 0.0  # its second parameter
-    no_mask_channel_overlap: bool = False  # disjoint channel spans
-    mask_channel_min_space: int = 1  # gap between disjoint channel spans
+    The trunk fields (conv encoder, transformer, dropout, masking) are :class:`TrunkConfig`'s.
+    """
 
     # --- prediction head (pretraining only) ------------------------------------------
     final_dim: int = 0  # projection width for logits; <= 0 means encoder_embed_dim
@@ -86,37 +39,11 @@ class HubertConfig:
     skip_masked: bool = False  # no loss on masked frames
     skip_nomask: bool = False  # no loss on unmasked frames
 
-    @property
-    def downsample_rate(self) -> int:
-        """Samples per output frame (product of the conv strides)."""
-        rate = 1
-        for _, _, stride in self.conv_feature_layers:
-            rate *= stride
-        return rate
-
     def validate(self) -> None:
         """Raise ValueError naming the field when the settings cannot build a model."""
-        if self.encoder_embed_dim % self.encoder_attention_heads:
-            raise ValueError(f"encoder_embed_dim ({self.encoder_embed_dim}) must be divisible by "
-                             f"encoder_attention_heads ({self.encoder_attention_heads})")
-        if self.encoder_embed_dim % self.conv_pos_groups:
-            raise ValueError(f"encoder_embed_dim ({self.encoder_embed_dim}) must be divisible by "
-                             f"conv_pos_groups ({self.conv_pos_groups})")
-        if self.encoder_layers < 1:
-            raise ValueError(f"encoder_layers must be >= 1, got {self.encoder_layers}")
-        if not self.conv_feature_layers:
-            raise ValueError("conv_feature_layers is empty")
-        for name in ("dropout", "attention_dropout", "activation_dropout", "dropout_input", "dropout_features",
-                     "mask_prob", "mask_channel_prob"):
-            value = getattr(self, name)
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value}")
-        if not 0.0 <= self.encoder_layerdrop < 1.0:
-            raise ValueError(f"encoder_layerdrop must be in [0, 1), got {self.encoder_layerdrop}")
+        super().validate()
         if self.logit_temp <= 0:
             raise ValueError(f"logit_temp must be > 0, got {self.logit_temp}")
-        if self.feature_grad_mult < 0:
-            raise ValueError(f"feature_grad_mult must be >= 0, got {self.feature_grad_mult}")
 
 
 def tiny() -> HubertConfig:

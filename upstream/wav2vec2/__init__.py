@@ -1,6 +1,7 @@
 """wav2vec 2.0 upstream (inference and conversion; shares HuBERT's architecture)."""
+from speechssl.convert.fairseq import FairseqConverter
+from speechssl.convert.trunk_hf import TrunkHFConverter
 from speechssl.registry import Method
-from speechssl.upstream.hubert import hf as _hf
 from speechssl.upstream.wav2vec2.config import PRESETS, Wav2Vec2Config
 from speechssl.upstream.wav2vec2.model import Wav2Vec2Model
 
@@ -13,5 +14,6 @@ METHOD = Method(
     presets=dict(PRESETS),
     description="wav2vec 2.0 upstream (HuBERT's conv encoder + transformer); load/convert fairseq and "
                 "Hugging Face checkpoints; no pretraining task",
-    converters={"hf": _hf},
+    converters={"hf": TrunkHFConverter(Wav2Vec2Config, ["wav2vec2"]),
+                "fairseq": FairseqConverter(Wav2Vec2Config, {"wav2vec2": False, "wav2vec_ctc": True})},
 )

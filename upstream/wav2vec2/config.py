@@ -1,27 +1,51 @@
 """wav2vec 2.0 upstream configuration and size presets.
 
 wav2vec 2.0 and HuBERT share the upstream architecture (fairseq builds both from
-``ConvFeatureExtractionModel`` + ``TransformerEncoder``), so :class:`Wav2Vec2Config` is
-:class:`~speechssl.upstream.hubert.config.HubertConfig` with wav2vec 2.0's presets. The
-pretraining-head fields it inherits (``final_dim``, ``target_glu``, ``logit_temp``) keep their
-fairseq meaning; the quantizer and contrastive-loss settings of fairseq's ``Wav2Vec2Config``
-are not part of the upstream and are dropped by the converter.
+``ConvFeatureExtractionModel`` + ``TransformerEncoder``): :class:`Wav2Vec2Config` is the shared
+:class:`~speechssl.nn.trunk.TrunkConfig` plus the two head fields fairseq's ``Wav2Vec2Config``
+shares with the contrastive head (``final_dim``, ``logit_temp``). The quantizer and
+contrastive-loss settings are not part of the upstream and are dropped by the converters.
 
 Presets follow fairseq's ``wav2vec2_base_librispeech.yaml`` and ``wav2vec2_large_librivox.yaml``.
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
-from speechssl.upstream.hubert.config import HubertConfig
+from speechssl.nn.trunk import TrunkConfig
 
 __all__ = ["Wav2Vec2Config", "tiny", "base", "large_lv60", "PRESETS"]
 
 
+_log = logging.getLogger(__name__)
+
+# HuBERT prediction-head fields that speechssl 0.1 wrote into wav2vec2 configs (its Wav2Vec2Config
+# was HubertConfig); they never changed a wav2vec2 upstream's outputs.
+_HUBERT_HEAD_FIELDS = ("untie_final_proj", "target_glu", "skip_masked", "skip_nomask")
+
+
 @dataclass
-class Wav2Vec2Config(HubertConfig):
-    """Architecture and masking settings of a wav2vec 2.0 upstream (fields: see HubertConfig)."""
+class Wav2Vec2Config(TrunkConfig):
+    """Architecture and masking settings of a wav2vec 2.0 upstream (trunk fields: see TrunkConfig)."""
+
+    final_dim: int = 0  # projection width of the contrastive head; <= 0 means encoder_embed_dim
+    logit_temp: float = 0.1  # temperature of the contrastive head's cosine similarities
+
+    @classmethod
+    def upgrade(cls, data: dict[str, Any]) -> dict[str, Any]:
+        """A config dict written by an older speechssl, in this version's fields."""
+        old = [k for k in _HUBERT_HEAD_FIELDS if k in data]
+        if old:
+            _log.debug("wav2vec2 config: dropping 0.1 HuBERT-head field(s) %s", ", ".join(old))
+        return {k: v for k, v in data.items() if k not in _HUBERT_HEAD_FIELDS}
+
+    def validate(self) -> None:
+        """Raise ValueError naming the field when the settings cannot build a model."""
+        super().validate()
+        if self.logit_temp <= 0:
+            raise ValueError(f"logit_temp must be > 0, got {self.logit_temp}")
 
 
 def tiny() -> Wav2Vec2Config:

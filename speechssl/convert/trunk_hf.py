@@ -1,12 +1,15 @@
-"""Convert between Hugging Face ``transformers`` HuBERT / wav2vec 2.0 models and speechssl HuBERT.
+"""Convert between Hugging Face ``transformers`` HuBERT / wav2vec 2.0 models and the speechssl trunk.
 
 ``transformers``' ``HubertModel`` and ``Wav2Vec2Model`` share one architecture with speechssl's
-:class:`~speechssl.upstream.hubert.model.HubertModel` (conv encoder + transformer), so a model
-converts by renaming keys through an explicit table built from the config
-(:func:`hf_key_table`), in both directions:
+:class:`~speechssl.nn.trunk.Wav2Vec2Trunk` (conv encoder + transformer), so a model converts by
+renaming keys through an explicit table built from the config (:func:`hf_key_table`), in both
+directions:
 
-    cfg, state = hf_to_speechssl(hf_state_dict, hf_config_dict)      # → HubertModel.load_state_dict
-    hf_config, hf_state = speechssl_to_hf(cfg, model.state_dict())   # → transformers.HubertModel
+    cfg, state = hf_to_speechssl(hf_state_dict, hf_config_dict, config_cls=TrunkConfig)
+    hf_config, hf_state = speechssl_to_hf(cfg, model.state_dict(), model_type="hubert")
+
+A method built on the trunk registers a :class:`TrunkHFConverter` naming its transformers
+model type(s) as ``Method.converters["hf"]``; :mod:`speechssl.convert.hf` finds it there.
 
 Only plain dicts and tensors cross this module; ``transformers`` is never imported here, so
 the converter works without it (the hub writes the directory files).
@@ -40,26 +43,27 @@ Hidden-state convention: speechssl's ``hidden_states[j]`` equals transformers'
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal, Mapping
+from typing import Any, Literal, Mapping, Sequence
 
 import torch
 
-from speechssl.upstream.hubert.config import HubertConfig
+from speechssl.nn.trunk import TrunkConfig, Wav2Vec2Trunk
 
 __all__ = ["hf_to_speechssl", "speechssl_to_hf", "hf_config_to_speechssl", "speechssl_config_to_hf",
-           "hf_key_table", "hf_feature_extractor_config", "WeightNormNaming", "HF_MODEL_TYPES"]
+           "hf_key_table", "hf_feature_extractor_config", "WeightNormNaming", "TRUNK_MODEL_TYPES",
+           "TrunkHFConverter"]
 
 logger = logging.getLogger(__name__)
 
 WeightNormNaming = Literal["parametrizations", "legacy"]
 
-#: transformers model types whose base model this converter handles, with their architecture name.
-HF_MODEL_TYPES: dict[str, str] = {"hubert": "HubertModel", "wav2vec2": "Wav2Vec2Model"}
+#: transformers model types that are this trunk (conv encoder + transformer), with their base class name.
+TRUNK_MODEL_TYPES: dict[str, str] = {"hubert": "HubertModel", "wav2vec2": "Wav2Vec2Model"}
 
 # Prefixes the task-specific transformers classes put before the base model's keys.
 _BASE_PREFIXES = ("hubert.", "wav2vec2.")
 
-# transformers defaults (HubertConfig / Wav2Vec2Config) for fields a sparse config.json may omit.
+# transformers defaults (TrunkConfig / Wav2Vec2Config) for fields a sparse config.json may omit.
 _HF_DEFAULTS: dict[str, Any] = {
     "hidden_size": 768, "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072,
     "hidden_act": "gelu", "hidden_dropout": 0.1, "activation_dropout": 0.1, "attention_dropout": 0.1,
@@ -84,24 +88,23 @@ def _hf(hf_config: Mapping[str, Any], key: str) -> Any:
 
 
 def hf_config_to_speechssl(hf_config: Mapping[str, Any], *, normalize: bool | None = None,
-                           config_cls: type[HubertConfig] = HubertConfig) -> HubertConfig:
-    """A :class:`HubertConfig` equivalent to a transformers ``HubertConfig``/``Wav2Vec2Config`` dict.
+                           config_cls: type[TrunkConfig] = TrunkConfig) -> TrunkConfig:
+    """A trunk config (``config_cls``) equivalent to a transformers ``TrunkConfig``/``Wav2Vec2Config`` dict.
 
     Args:
         hf_config: the contents of ``config.json``.
         normalize: whether inputs are layer-normalised waveforms (transformers keeps this in the
             feature extractor's ``do_normalize``). None: True for ``feat_extract_norm == "layer"``
             models, as fairseq pairs them.
-        config_cls: the config class to build (``HubertConfig`` or a subclass such as
-            ``Wav2Vec2Config``).
+        config_cls: the config class to build (:class:`TrunkConfig` or a method's subclass).
 
     Raises:
         ValueError: a model type or option with no speechssl equivalent (naming it).
     """
     model_type = hf_config.get("model_type", "hubert")
-    if model_type not in HF_MODEL_TYPES:
+    if model_type not in TRUNK_MODEL_TYPES:
         raise ValueError(f"cannot convert transformers model_type {model_type!r}; supported: "
-                         f"{', '.join(HF_MODEL_TYPES)}")
+                         f"{', '.join(TRUNK_MODEL_TYPES)}")
     unsupported = {
         "feat_proj_layer_norm": (False, "a feature projection without LayerNorm"),
         "conv_pos_batch_norm": (True, "a batch-norm position convolution"),
@@ -109,7 +112,7 @@ def hf_config_to_speechssl(hf_config: Mapping[str, Any], *, normalize: bool | No
     }
     for key, (bad, what) in unsupported.items():
         if _hf(hf_config, key) == bad:
-            raise ValueError(f"transformers config has {key}={bad} ({what}); speechssl HuBERT has no equivalent")
+            raise ValueError(f"transformers config has {key}={bad} ({what}); the speechssl trunk has no equivalent")
     if _hf(hf_config, "adapter_attn_dim") is not None:
         raise ValueError("transformers config has adapter_attn_dim set (attention adapters); not supported")
     if _hf(hf_config, "feat_extract_activation") != "gelu":
@@ -154,14 +157,14 @@ def hf_config_to_speechssl(hf_config: Mapping[str, Any], *, normalize: bool | No
     )
 
 
-def speechssl_config_to_hf(config: HubertConfig, *, model_type: str = "hubert") -> dict[str, Any]:
+def speechssl_config_to_hf(config: TrunkConfig, *, model_type: str = "hubert") -> dict[str, Any]:
     """The transformers ``config.json`` dict of a speechssl HuBERT config (``model_type`` hubert or wav2vec2).
 
     Raises:
         ValueError: an option transformers cannot express (e.g. no feature projection).
     """
-    if model_type not in HF_MODEL_TYPES:
-        raise ValueError(f"model_type must be one of {', '.join(HF_MODEL_TYPES)}, got {model_type!r}")
+    if model_type not in TRUNK_MODEL_TYPES:
+        raise ValueError(f"model_type must be one of {', '.join(TRUNK_MODEL_TYPES)}, got {model_type!r}")
     c = config
     if c.conv_feature_layers[-1][0] == c.encoder_embed_dim:
         raise ValueError("conv channels equal encoder_embed_dim, so this model has no post_extract_proj; "
@@ -170,7 +173,7 @@ def speechssl_config_to_hf(config: HubertConfig, *, model_type: str = "hubert") 
         logger.info("transformers masks with static overlapping spans; mask_selection/no_mask_overlap dropped")
     return {
         "model_type": model_type,
-        "architectures": [HF_MODEL_TYPES[model_type]],
+        "architectures": [TRUNK_MODEL_TYPES[model_type]],
         "feat_extract_norm": "group" if c.extractor_mode == "default" else "layer",
         "feat_extract_activation": "gelu",
         "conv_dim": [ch for ch, _, _ in c.conv_feature_layers],
@@ -202,7 +205,7 @@ def speechssl_config_to_hf(config: HubertConfig, *, model_type: str = "hubert") 
     }
 
 
-def hf_feature_extractor_config(config: HubertConfig) -> dict[str, Any]:
+def hf_feature_extractor_config(config: TrunkConfig) -> dict[str, Any]:
     """transformers ``preprocessor_config.json`` (``Wav2Vec2FeatureExtractor``) matching ``config``."""
     return {
         "feature_extractor_type": "Wav2Vec2FeatureExtractor",
@@ -216,12 +219,12 @@ def hf_feature_extractor_config(config: HubertConfig) -> dict[str, Any]:
     }
 
 
-def _has_mask_emb(config: HubertConfig) -> bool:
+def _has_mask_emb(config: TrunkConfig) -> bool:
     # transformers creates masked_spec_embed only when some masking is configured
     return config.mask_prob > 0 or config.mask_channel_prob > 0
 
 
-def hf_key_table(config: HubertConfig, *, weight_norm: WeightNormNaming = "legacy") -> dict[str, str]:
+def hf_key_table(config: TrunkConfig, *, weight_norm: WeightNormNaming = "legacy") -> dict[str, str]:
     """Every transformers base-model key of ``config`` → its speechssl key.
 
     Args:
@@ -295,8 +298,8 @@ def _strip_base_prefix(state_dict: Mapping[str, torch.Tensor], drop_heads: bool)
 
 def hf_to_speechssl(hf_state_dict: Mapping[str, torch.Tensor], hf_config: Mapping[str, Any], *,
                     normalize: bool | None = None, drop_heads: bool = False,
-                    config_cls: type[HubertConfig] = HubertConfig
-                    ) -> tuple[HubertConfig, dict[str, torch.Tensor]]:
+                    config_cls: type[TrunkConfig] = TrunkConfig
+                    ) -> tuple[TrunkConfig, dict[str, torch.Tensor]]:
     """Convert a transformers ``HubertModel``/``Wav2Vec2Model`` to speechssl.
 
     Args:
@@ -334,25 +337,23 @@ def hf_to_speechssl(hf_state_dict: Mapping[str, torch.Tensor], hf_config: Mappin
     return config, out
 
 
-def _check_shapes(config: HubertConfig, state: Mapping[str, torch.Tensor]) -> None:
-    from speechssl.upstream.hubert.model import HubertModel
-
+def _check_shapes(config: TrunkConfig, state: Mapping[str, torch.Tensor]) -> None:
     with torch.device("meta"):
-        reference = HubertModel(config).state_dict()
+        reference = Wav2Vec2Trunk(config).state_dict()
     _check_keys(set(state), set(reference), "converted state dict")
     for key, ref in reference.items():
         if tuple(state[key].shape) != tuple(ref.shape):
             raise ValueError(f"{key}: expected shape {tuple(ref.shape)} for this config, got {tuple(state[key].shape)}")
 
 
-def speechssl_to_hf(config: HubertConfig, state_dict: Mapping[str, torch.Tensor], *,
+def speechssl_to_hf(config: TrunkConfig, state_dict: Mapping[str, torch.Tensor], *,
                     model_type: str = "hubert", weight_norm: WeightNormNaming = "parametrizations"
                     ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Convert a speechssl HuBERT upstream to a transformers ``HubertModel``/``Wav2Vec2Model``.
+    """Convert a speechssl trunk upstream to a transformers ``HubertModel``/``Wav2Vec2Model``.
 
     Args:
         config: the upstream's config.
-        state_dict: ``HubertModel.state_dict()``; a ``HubertPretrainModel`` state dict is accepted
+        state_dict: the upstream's ``state_dict()``; a pretraining model's state dict is accepted
             too (its ``upstream.`` keys are used, the prediction head is dropped).
         model_type: ``"hubert"`` or ``"wav2vec2"``.
         weight_norm: naming of the position-conv weight norm to write (``"parametrizations"``:
@@ -374,3 +375,52 @@ def speechssl_to_hf(config: HubertConfig, state_dict: Mapping[str, torch.Tensor]
     if dropped != [] and dropped != ["mask_emb"]:
         raise ValueError(f"keys with no transformers counterpart: {', '.join(dropped)}")
     return hf_config, out
+
+
+class TrunkHFConverter:
+    """``Method.converters["hf"]`` of a method built on the trunk.
+
+    Args:
+        config_cls: the method's config class (a :class:`TrunkConfig` subclass).
+        model_types: transformers ``model_type`` values this method reads, the first one is the
+            type it exports as (each must be in :data:`TRUNK_MODEL_TYPES`).
+
+    Attributes:
+        model_types: ``model_type`` → transformers base class name.
+        export_type: the ``model_type`` written by :meth:`speechssl_to_hf`.
+        base_prefix: the prefix transformers' task classes put before base-model keys, per type.
+    """
+
+    def __init__(self, config_cls: type[TrunkConfig], model_types: Sequence[str]) -> None:
+        unknown = [t for t in model_types if t not in TRUNK_MODEL_TYPES]
+        if not model_types or unknown:
+            raise ValueError(f"model_types must be a non-empty subset of {', '.join(TRUNK_MODEL_TYPES)}, "
+                             f"got {list(model_types)}")
+        self.config_cls = config_cls
+        self.model_types = {t: TRUNK_MODEL_TYPES[t] for t in model_types}
+        self.export_type = model_types[0]
+        self.base_prefix = {t: f"{t}." for t in model_types}
+
+    @property
+    def reader(self) -> Any:
+        """The format's reader module (:mod:`speechssl.convert.hf`), for the hub."""
+        from speechssl.convert import hf
+
+        return hf
+
+    def hf_to_speechssl(self, hf_state_dict: Mapping[str, torch.Tensor], hf_config: Mapping[str, Any], *,
+                        normalize: bool | None = None, drop_heads: bool = False
+                        ) -> tuple[TrunkConfig, dict[str, torch.Tensor]]:
+        """:func:`hf_to_speechssl` building this method's config class."""
+        return hf_to_speechssl(hf_state_dict, hf_config, normalize=normalize, drop_heads=drop_heads,
+                               config_cls=self.config_cls)
+
+    def speechssl_to_hf(self, config: TrunkConfig, state_dict: Mapping[str, torch.Tensor], *,
+                        weight_norm: WeightNormNaming = "parametrizations"
+                        ) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+        """:func:`speechssl_to_hf` as this method's export model type."""
+        return speechssl_to_hf(config, state_dict, model_type=self.export_type, weight_norm=weight_norm)
+
+    def hf_feature_extractor_config(self, config: TrunkConfig) -> dict[str, Any]:
+        """:func:`hf_feature_extractor_config`."""
+        return hf_feature_extractor_config(config)

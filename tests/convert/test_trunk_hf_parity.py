@@ -11,10 +11,10 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from speechssl.upstream.hubert.hf import (  # noqa: E402
+from speechssl.convert.trunk_hf import (  # noqa: E402
     hf_key_table, hf_to_speechssl, speechssl_config_to_hf, speechssl_to_hf,
 )
-from speechssl.upstream.hubert.model import HubertModel  # noqa: E402
+from speechssl.nn.trunk import Wav2Vec2Trunk  # noqa: E402
 
 TOL = 1e-4
 
@@ -47,7 +47,7 @@ def _hf_model(name: str, model_type: str = "hubert"):
     return model.eval()
 
 
-def _compare(ours: HubertModel, hf, wavs: list[torch.Tensor]) -> float:
+def _compare(ours: Wav2Vec2Trunk, hf, wavs: list[torch.Tensor]) -> float:
     worst = 0.0
     with torch.no_grad():
         batch = ours(wavs)
@@ -67,7 +67,7 @@ def _compare(ours: HubertModel, hf, wavs: list[torch.Tensor]) -> float:
 def test_hidden_states_match_transformers(name, model_type):
     hf = _hf_model(name, model_type)
     cfg, state = hf_to_speechssl(hf.state_dict(), hf.config.to_dict(), normalize=False)
-    ours = HubertModel(cfg).eval()
+    ours = Wav2Vec2Trunk(cfg).eval()
     ours.load_state_dict(state, strict=True)
     torch.manual_seed(1)
     wavs = [torch.randn(3000), torch.randn(2222), torch.randn(1500)]
@@ -129,5 +129,5 @@ def test_key_table_is_a_bijection_onto_our_state_dict():
     cfg, _ = hf_to_speechssl(hf.state_dict(), hf.config.to_dict())
     table = hf_key_table(cfg, weight_norm="parametrizations")
     assert set(table) == set(hf.state_dict())
-    assert set(table.values()) == set(HubertModel(cfg).state_dict())
+    assert set(table.values()) == set(Wav2Vec2Trunk(cfg).state_dict())
     assert speechssl_config_to_hf(cfg)["feat_extract_norm"] == "layer"
