@@ -4,7 +4,9 @@ A checkpoint is a dict of tensors and plain containers only, so that it loads wi
 ``torch.load(weights_only=True)`` (no unpickling of arbitrary objects). Keys written by the
 Trainer::
 
-    model, optimizer, scheduler, scaler   state dicts
+    model, optimizer, scheduler, scaler   state dicts (model: less the modules frozen by reference)
+    frozen                                {name: {"reference", "sha256"}} of modules frozen by reference
+                                          (see train/frozen.py); their weights are not in ``model``
     rng                                   list, one rng_state() per rank
     data                                  {"epoch": next epoch to run (1-based), "batch": batches done in it}
     num_updates, best, nan_streak         loop state

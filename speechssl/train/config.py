@@ -13,13 +13,31 @@ __all__ = ["OptimConfig", "ScheduleConfig", "TrainerConfig"]
 
 @dataclass
 class OptimConfig:
-    """Adam/AdamW settings."""
+    """Adam/AdamW settings and the parameter groups (see ``optim.param_groups``).
+
+    Parameter groups: every trainable parameter of the Task's model is in exactly one group,
+    keyed by its weight decay and its learning-rate factor ``lr_scale`` (the schedule sets each
+    group's lr to ``schedule_lr * lr_scale`` before every update). With the defaults there is one
+    group: every parameter decays by ``weight_decay`` at the full lr (fairseq's behaviour, which
+    the HuBERT/wav2vec2/SSAMBA recipes and the quickstart figures rest on).
+
+    ``decay_norm_bias=false`` takes parameters with ``ndim <= 1`` (norm scales and shifts,
+    biases, mask embeddings, scalar temperatures) and those :meth:`Task.no_weight_decay` names
+    out of weight decay (timm/BEiT/MAE practice).
+
+    ``layer_decay=d`` (BEiT/data2vec layer-wise lr decay) needs the Task's ``num_layers`` = L and
+    ``layer_id(name)``: a parameter of layer ``i`` (0 = embeddings/front-end, 1..L = blocks,
+    L + 1 = what follows the last block) gets ``lr_scale = d ** (L + 1 - i)``; parameters with no
+    layer (``layer_id`` None) get 1.
+    """
 
     name: Literal["adam", "adamw"] = "adamw"  # adamw: decoupled weight decay; adam: L2 added to the gradient
     lr: float = 5e-4  # peak learning rate
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
     weight_decay: float = 0.01
+    decay_norm_bias: bool = True  # False: no weight decay on ndim <= 1 parameters nor on Task.no_weight_decay names
+    layer_decay: Optional[float] = None  # layer-wise lr decay factor in (0, 1] (needs Task.num_layers/layer_id)
     clip_norm: float = 10.0  # clip the global gradient norm to this (0: no clipping)
 
 

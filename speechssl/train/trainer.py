@@ -33,8 +33,9 @@ from speechssl.data.sampler import MaxTokensBatchSampler
 from speechssl.train import checkpoint as ckpt
 from speechssl.train.config import TrainerConfig
 from speechssl.train.device import autocast, move_to_device
-from speechssl.train.distributed import all_gather_object, all_reduce_sum, init_distributed
-from speechssl.train.optim import build_optimizer, clip_grad_norm
+from speechssl.train.distributed import all_gather_object, all_gather_with_grad, all_reduce_sum, init_distributed
+from speechssl.train.frozen import FrozenModules
+from speechssl.train.optim import build_optimizer, check_group_names, clip_grad_norm, param_groups
 from speechssl.train.progress import TrainingLog
 from speechssl.train.schedule import LRSchedule
 from speechssl.train.task import SizedDataset, Task
@@ -122,8 +123,13 @@ class Trainer:
 
         _seed_all(cfg.seed)  # the same initial weights on every rank
         self.model: nn.Module = task.build_model().to(self.device)
+        self.frozen = FrozenModules(self.model, task.frozen_modules(self.model), type(task).__name__)
         self._wrapped = self._wrap_ddp(self.model)
-        self.optimizer = build_optimizer(self.model.parameters(), cfg.optim)
+        self.optimizer = build_optimizer(self._param_groups(), cfg.optim)
+        self._coupled_gather = all_gather_with_grad if task.batch_coupled and self.dist.world_size > 1 else None
+        task.gather_fn = self._coupled_gather
+        if task.batch_coupled:
+            self._log_coupling()
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.precision == "fp16")
 
         self.train_data = task.dataset(cfg.train_split)
@@ -145,9 +151,32 @@ class Trainer:
         _seed_all(cfg.seed + self.dist.rank)  # distinct dropout/masking streams per rank
 
     # -- set-up -----------------------------------------------------------------------------
+    def _param_groups(self) -> list[dict[str, Any]]:
+        task, optim = self.task, self.cfg.optim
+        no_decay = task.no_weight_decay(self.model) if not optim.decay_norm_bias else set()
+        groups = param_groups(self.model.named_parameters(), optim, no_decay=no_decay, layer_id=task.layer_id,
+                              num_layers=int(task.num_layers or 0))
+        if len(groups) > 1:
+            _log.info("optimizer groups: %s", ", ".join(
+                f"{g['name']} ({len(g['params'])} tensors, wd {g['weight_decay']:g}, lr x{g['lr_scale']:.4g})"
+                for g in groups))
+        return groups
+
+    def _log_coupling(self) -> None:
+        world, uf = self.dist.world_size, self.cfg.update_freq
+        negatives = (f"its own items and the same-step items of all {world} ranks (gathered with gradients)"
+                     if world > 1 else "the items of its own batch (one process)")
+        _log.info("batch-coupled task: each batch's loss uses as negatives %s; update_freq=%d accumulates %d "
+                  "such losses per update and does not enlarge the set of negatives; gradients are "
+                  "normalised by the total sample_size over batches and ranks; validation uses each "
+                  "rank's own batch", negatives, uf, uf)
+
     def _wrap_ddp(self, model: nn.Module) -> nn.Module:
         if self.dist.world_size == 1:
             return model
+        if self.frozen:  # neither gradient-synchronised nor broadcast
+            nn.parallel.DistributedDataParallel._set_params_and_buffers_to_ignore_for_model(
+                model, self.frozen.ddp_ignore())
         device_ids = [self.device.index] if self.device.type == "cuda" else None
         return nn.parallel.DistributedDataParallel(
             model, device_ids=device_ids, find_unused_parameters=self.cfg.find_unused_parameters)
@@ -234,6 +263,7 @@ class Trainer:
         Returns the update's stats, or None when the update was skipped (non-finite loss).
         """
         self._wrapped.train()
+        self.frozen.eval()
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
         sample_size = 0.0
@@ -349,6 +379,7 @@ class Trainer:
         _set_epoch(self.valid_data, 1)  # the same crops every time, so values compare across epochs
         was_training = self.model.training
         self.model.eval()
+        self.task.gather_fn = None  # each rank's own batch: validation batches differ in count per rank
         loss_sum, sample_size, log_sums = 0.0, 0.0, {}
         with torch.no_grad(), _isolated_rng(self.cfg.seed):
             for batch in self._loader(self.valid_data, sampler, 1):
@@ -360,6 +391,8 @@ class Trainer:
                 for k, v in logs.items():
                     log_sums[k] = log_sums.get(k, 0.0) + float(v)
         self.model.train(was_training)
+        self.frozen.eval()
+        self.task.gather_fn = self._coupled_gather
         keys = sorted(log_sums)
         totals = all_reduce_sum(torch.tensor([loss_sum, sample_size] + [log_sums[k] for k in keys],
                                              dtype=torch.float64, device=self.device)).tolist()
@@ -395,7 +428,8 @@ class Trainer:
         """The checkpoint (collective under DDP: every rank must call it)."""
         rng = all_gather_object(ckpt.rng_state())
         state: dict[str, Any] = {
-            "model": self.model.state_dict(),
+            "model": self.frozen.strip(self.model.state_dict()),
+            "frozen": self.frozen.record(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": {**self.schedule.state_dict(), "num_updates": self.num_updates},
             "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
@@ -436,8 +470,15 @@ class Trainer:
         if not (self.cfg.resume and path.is_file()):
             return
         state = ckpt.load_checkpoint(path)
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(self.frozen.restore(state["model"], state.get("frozen", {}), str(path)))
+        check_group_names(state["optimizer"], self.optimizer, str(path))
+        configured = [(g.get("weight_decay"), g.get("lr_scale")) for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for g, (wd, scale) in zip(self.optimizer.param_groups, configured):  # the config's values win
+            if wd is not None:
+                g["weight_decay"] = wd
+            if scale is not None:
+                g["lr_scale"] = scale
         if state.get("scaler") and self.scaler.is_enabled():
             self.scaler.load_state_dict(state["scaler"])
         self.task.load_state_dict(state.get("task", {}))
