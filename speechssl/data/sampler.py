@@ -14,7 +14,7 @@ from typing import Iterator, Literal, Sequence
 import numpy as np
 import torch
 
-__all__ = ["MaxTokensBatchSampler", "batch_by_size"]
+__all__ = ["MaxTokensBatchSampler", "batch_by_size", "bucketed_batches", "check_oversize"]
 
 _log = logging.getLogger(__name__)
 
@@ -42,6 +42,54 @@ def batch_by_size(sorted_indices: Sequence[int], sizes: Sequence[int] | np.ndarr
     if current:
         batches.append(current)
     return batches
+
+
+def bucketed_batches(indices: np.ndarray, sizes: Sequence[int] | np.ndarray, max_tokens: int,
+                     max_sentences: int | None = None, rng: np.random.Generator | None = None) -> list[list[int]]:
+    """Length-bucketed batches of ``indices``: sorted by size, greedily batched, then shuffled.
+
+    With ``rng``, ties of equal size are broken by a random permutation and the batch order is
+    shuffled (both drawn from ``rng``, in that order); without it batches come in ascending size.
+    Every ``sizes[i]`` for ``i`` in ``indices`` must be ``<= max_tokens``.
+    """
+    indices = np.asarray(indices, dtype=np.int64)
+    item_sizes = np.asarray(sizes, dtype=np.int64)[indices]
+    if rng is not None:
+        perm = rng.permutation(len(indices))
+        order = perm[np.argsort(item_sizes[perm], kind="stable")]
+    else:
+        order = np.argsort(item_sizes, kind="stable")
+    batches = batch_by_size(indices[order], sizes, max_tokens, max_sentences)
+    if rng is not None:
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+    return batches
+
+
+def check_oversize(sizes: np.ndarray, max_tokens: int, oversize: str, source: str | None = None) -> np.ndarray:
+    """Indices of ``sizes`` that fit in ``max_tokens``, after applying the ``oversize`` policy.
+
+    ``source`` names the dataset in messages (multi-source batching).
+
+    Raises:
+        ValueError: ``oversize="error"`` and an item is larger than ``max_tokens`` (names it), or
+            no item fits.
+    """
+    where = f"source {source!r}: " if source is not None else ""
+    too_big = np.flatnonzero(sizes > max_tokens)
+    if len(too_big) and oversize == "error":
+        i = int(too_big[0])
+        raise ValueError(
+            f"{where}item {i} has size {int(sizes[i])} > max_tokens={max_tokens} "
+            f"({len(too_big)} item(s) too large in all); raise max_tokens, crop items "
+            "(max_sample_size), or choose oversize='skip'")
+    if len(too_big):
+        _log.warning("%sskipping %d of %d items larger than max_tokens=%d (largest: %d)",
+                     where, len(too_big), len(sizes), max_tokens, int(sizes[too_big].max()))
+    keep = np.flatnonzero(sizes <= max_tokens)
+    if len(keep) == 0:
+        raise ValueError(f"{where}no item fits in max_tokens={max_tokens} (smallest size "
+                         f"{int(sizes.min()) if len(sizes) else 0}, {len(sizes)} items)")
+    return keep
 
 
 class MaxTokensBatchSampler(torch.utils.data.Sampler):
@@ -94,20 +142,7 @@ class MaxTokensBatchSampler(torch.utils.data.Sampler):
         self.epoch = 1
         self.start_batch = 0
 
-        too_big = np.flatnonzero(self.sizes > self.max_tokens)
-        if len(too_big) and oversize == "error":
-            i = int(too_big[0])
-            raise ValueError(
-                f"item {i} has size {int(self.sizes[i])} > max_tokens={self.max_tokens} "
-                f"({len(too_big)} item(s) too large in all); raise max_tokens, crop items "
-                "(max_sample_size), or choose oversize='skip'")
-        if len(too_big):
-            _log.warning("skipping %d of %d items larger than max_tokens=%d (largest: %d)",
-                         len(too_big), len(self.sizes), self.max_tokens, int(self.sizes[too_big].max()))
-        self._keep = np.flatnonzero(self.sizes <= self.max_tokens)
-        if len(self._keep) == 0:
-            raise ValueError(f"no item fits in max_tokens={self.max_tokens} (smallest size "
-                             f"{int(self.sizes.min()) if len(self.sizes) else 0}, {len(self.sizes)} items)")
+        self._keep = check_oversize(self.sizes, self.max_tokens, oversize)
         self._cache: tuple[int, list[list[int]]] | None = None
         n = len(self._all_batches(1))
         if even_shards and n % num_replicas:
@@ -125,17 +160,8 @@ class MaxTokensBatchSampler(torch.utils.data.Sampler):
         """All batches of ``epoch`` before sharding (cached for the last epoch asked)."""
         if self._cache is not None and self._cache[0] == epoch:
             return self._cache[1]
-        sizes = self.sizes[self._keep]
-        if self.shuffle:
-            rng = np.random.default_rng([self.seed, epoch])
-            perm = rng.permutation(len(self._keep))
-            order = perm[np.argsort(sizes[perm], kind="stable")]
-        else:
-            rng = None
-            order = np.argsort(sizes, kind="stable")
-        batches = batch_by_size(self._keep[order], self.sizes, self.max_tokens, self.max_sentences)
-        if rng is not None:
-            batches = [batches[i] for i in rng.permutation(len(batches))]
+        rng = np.random.default_rng([self.seed, epoch]) if self.shuffle else None
+        batches = bucketed_batches(self._keep, self.sizes, self.max_tokens, self.max_sentences, rng)
         self._cache = (epoch, batches)
         return batches
 
