@@ -13,31 +13,14 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import torch
 from torch import nn
 
+from speechssl.data.base import SizedDataset  # re-exported: the data layer owns it, train depends on data
+
 __all__ = ["Task", "SizedDataset", "PretrainContext"]
-
-
-class SizedDataset(torch.utils.data.Dataset):
-    """A map-style dataset whose items have a known cost for ``max_tokens`` batching.
-
-    Attributes:
-        sizes: one int per item, its cost in tokens (for audio: samples at 16 kHz, after any
-            cropping the dataset applies). The Trainer's batch sampler groups items so that
-            ``max(sizes in batch) * len(batch) <= max_tokens``.
-
-    Items must be a deterministic function of ``(index, epoch)``: random crops draw from
-    a generator seeded by ``(seed, epoch, index)``, never from global RNG, so that resumed
-    and distributed runs see the same data. The Trainer calls :meth:`set_epoch` before each epoch.
-    """
-
-    sizes: Sequence[int]
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by the Trainer before each epoch (1-based)."""
 
 
 @dataclass(frozen=True)
