@@ -5,10 +5,12 @@ The run's config is a tree ``{model, task, trainer}``, resolved in this order:
 1. the method's preset (``--preset``) for ``model``, the task config's defaults for ``task``,
    and ``Task.trainer_preset(preset)`` (or ``TrainerConfig()``) for ``trainer``;
 2. the YAML file of ``--config`` (any subset of the three sections);
-3. ``--data`` (sets ``task.data``);
+3. ``--data`` (sets ``task.data``; optional: a task may get its data from ``--config`` or an
+   override such as ``task.data=DIR``, or need no directory at all);
 4. the ``KEY=VALUE`` overrides, in order (``trainer.optim.lr=2e-4 model.encoder_layers=4``).
 
-The resolved tree is saved as ``EXP/config.yaml`` (reusable with ``--config``). A run whose
+The task is built as ``TaskCls(cfg.task, PretrainContext(method, cfg.model, cfg.trainer.seed))``,
+the one Task constructor (:class:`speechssl.train.Task`). The resolved tree is saved as ``EXP/config.yaml`` (reusable with ``--config``). A run whose
 ``EXP/checkpoint_last.pt`` exists resumes from it. Under ``torchrun --nproc_per_node N speechssl
 pretrain ...`` it trains with distributed data parallel.
 """
@@ -26,6 +28,7 @@ import yaml
 from speechssl.config import ConfigError, apply_overrides, from_dict, load_yaml, to_dict
 from speechssl.registry import Method, get_method, list_methods
 from speechssl.train.config import TrainerConfig
+from speechssl.train.task import PretrainContext
 
 __all__ = ["add_arguments", "main", "build_config"]
 
@@ -53,8 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--method", required=True, metavar="NAME", help=f"pretraining method: {methods}")
     parser.add_argument("--preset", required=True, metavar="P",
                         help="model size preset of the method (tiny, base, ...)")
-    parser.add_argument("--data", required=True, metavar="DIR", type=Path,
-                        help="data directory: <split>.tsv manifests and label files (sets task.data)")
+    parser.add_argument("--data", metavar="DIR", type=Path,
+                        help="data directory, e.g. <split>.tsv manifests and label files (sets task.data; "
+                             "optional when the config gives it)")
     parser.add_argument("--exp-dir", required=True, metavar="EXP", type=Path,
                         help="experiment directory for checkpoints and logs")
     parser.add_argument("--config", metavar="FILE", type=Path, help="YAML file with model/task/trainer sections")
@@ -98,10 +102,13 @@ def main(args: argparse.Namespace) -> int:
     from speechssl.train.trainer import Trainer
 
     method = get_method(args.method)
-    if not args.data.is_dir():
+    if method.task_cls is None:
+        raise ValueError(f"method {method.name!r} has no pretraining task; methods that pretrain: "
+                         f"{', '.join(n for n in list_methods() if get_method(n).task_cls is not None)}")
+    if args.data is not None and not args.data.is_dir():
         raise FileNotFoundError(f"--data: no such directory: {args.data}")
-    tree = build_config(method, args.preset, data=args.data.resolve(), config_file=args.config,
-                        overrides=args.overrides)
+    tree = build_config(method, args.preset, data=args.data.resolve() if args.data else None,
+                        config_file=args.config, overrides=args.overrides)
     resolved = to_dict(tree)
     if args.print_config:
         print(yaml.safe_dump(resolved, sort_keys=False), end="")
@@ -109,8 +116,10 @@ def main(args: argparse.Namespace) -> int:
     if int(os.environ.get("RANK", "0") or 0) != 0:
         logging.getLogger("speechssl").setLevel(logging.WARNING)  # one rank speaks
     _warn_if_config_changed(args.exp_dir / "config.yaml", resolved)
-    task = method.task_cls(tree.task, tree.model)
-    _log.info("pretraining %s (preset %s) on %s into %s", method.name, args.preset, args.data, args.exp_dir)
+    task = method.task_cls(tree.task, PretrainContext(method=method.name, model=tree.model, seed=tree.trainer.seed))
+    data = getattr(tree.task, "data", None)
+    _log.info("pretraining %s (%s, preset %s)%s into %s", method.name, method.modality, args.preset,
+              f" on {data}" if data else "", args.exp_dir)
     trainer = Trainer(task, tree.trainer, args.exp_dir, config_tree=resolved)
     trainer.fit()
     return 0

@@ -12,6 +12,7 @@ import torch
 from speechssl import hub
 from speechssl.data.manifest import Dictionary, write_dict, write_labels, write_manifest
 from speechssl.upstream.hubert.model import HubertModel
+from speechssl.train.task import PretrainContext
 from tests.convert.conftest import max_diff, random_model, small_config
 from tests.convert.fairseq_layout import hubert_checkpoint
 
@@ -40,7 +41,7 @@ def test_trainer_checkpoint_of_hubert_pretraining(tmp_path: Path) -> None:
 
     data = _noise_corpus(tmp_path / "corpus")
     model_cfg = small_config(conv_feature_layers=((16, 10, 5),) + ((16, 3, 2),) * 4 + ((16, 2, 2),) * 2)
-    task = HubertPretrainTask(HubertTaskConfig(data=str(data), max_sample_size=16000), model_cfg)
+    task = HubertPretrainTask(HubertTaskConfig(data=str(data), max_sample_size=16000), PretrainContext("hubert", model_cfg))
     cfg = TrainerConfig(max_updates=2, max_tokens=48_000, optim=OptimConfig(lr=1e-3), progress_bar=False,
                         tensorboard=False, log_every_updates=1, save_every_updates=2)
     Trainer(task, cfg, tmp_path / "exp").fit()

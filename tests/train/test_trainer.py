@@ -11,7 +11,7 @@ import yaml
 from torch import nn
 
 from speechssl.config import to_dict
-from speechssl.train import NonFiniteLossError, SizedDataset, Task, Trainer, TrainerConfig
+from speechssl.train import NonFiniteLossError, PretrainContext, SizedDataset, Task, Trainer, TrainerConfig
 from speechssl.train.checkpoint import numbered_checkpoints
 from speechssl.train.config import OptimConfig, ScheduleConfig
 from speechssl.train.device import move_to_device
@@ -176,7 +176,7 @@ class _UpstreamTask(TinyTask):
 
 def test_checkpoint_contents_and_pruning(tiny_data, tmp_path):
     cfg = tiny_cfg(max_updates=7, save_every_updates=2, keep_last=2, validate_every_updates=3)
-    task = _UpstreamTask(TinyTaskConfig(data=str(tiny_data)), TinyModelConfig(hidden=8))
+    task = _UpstreamTask(TinyTaskConfig(data=str(tiny_data)), PretrainContext("tiny-mfp-test", TinyModelConfig(hidden=8)))
     tree = {"model": to_dict(task.model_cfg), "task": to_dict(task.cfg), "trainer": to_dict(cfg)}
     trainer = Trainer(task, cfg, tmp_path, config_tree=tree)
     trainer.fit()

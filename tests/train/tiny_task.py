@@ -35,7 +35,7 @@ from speechssl.data.manifest import write_manifest
 from speechssl.features import fbank
 from speechssl.nn.lengths import padding_mask
 from speechssl.train.config import TrainerConfig
-from speechssl.train.task import Task
+from speechssl.train.task import PretrainContext, Task
 
 N_BANDS = 40
 
@@ -87,9 +87,9 @@ class TinyMaskedPredictor(nn.Module):
 
 
 class TinyTask(Task):
-    def __init__(self, cfg: TinyTaskConfig, model_cfg: TinyModelConfig | None = None) -> None:
+    def __init__(self, cfg: TinyTaskConfig, ctx: PretrainContext | None = None) -> None:
         self.cfg = cfg
-        self.model_cfg = model_cfg or TinyModelConfig()
+        self.model_cfg = ctx.model if ctx is not None else TinyModelConfig()
         self.updates = 0
         self.calls = 0  # training loss calls on this rank
         self._collater = AudioCollater(pad_audio=True)
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging(logging.INFO if rank == 0 else logging.WARNING)
     tree = apply_overrides(_Tree(task=TinyTaskConfig(data=args.data)), args.overrides)
     torch.set_num_threads(1)
-    Trainer(TinyTask(tree.task, tree.model), tree.trainer, args.exp_dir, config_tree=to_dict(tree)).fit()
+    Trainer(TinyTask(tree.task, PretrainContext("tiny-mfp-test", tree.model)), tree.trainer, args.exp_dir, config_tree=to_dict(tree)).fit()
 
 
 if __name__ == "__main__":

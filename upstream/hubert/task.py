@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from speechssl.data.collate import AudioCollater
 from speechssl.data.dataset import AudioDataset, LabelSpec
 from speechssl.data.manifest import Dictionary, read_dict
-from speechssl.train.task import Task
+from speechssl.train.task import PretrainContext, Task
 from speechssl.upstream.hubert.config import HubertConfig
 from speechssl.upstream.hubert.model import HubertPretrainModel
 
@@ -64,7 +64,7 @@ class HubertPretrainTask(Task):
 
     Args:
         task_cfg: data and loss settings.
-        model_cfg: the model architecture.
+        ctx: the pretraining context; ``ctx.model`` is the model architecture (:class:`HubertConfig`).
 
     Raises:
         ValueError / FileNotFoundError: missing data directory or dictionary, bad label rates.
@@ -72,7 +72,10 @@ class HubertPretrainTask(Task):
 
     method = "hubert"
 
-    def __init__(self, task_cfg: HubertTaskConfig, model_cfg: HubertConfig) -> None:
+    def __init__(self, task_cfg: HubertTaskConfig, ctx: PretrainContext) -> None:
+        model_cfg = ctx.model
+        if not isinstance(model_cfg, HubertConfig):
+            raise TypeError(f"{type(self).__name__} needs a HubertConfig in ctx.model, got {type(model_cfg).__name__}")
         if not task_cfg.data:
             raise ValueError("task.data is empty: pass --data DIR (the directory with <split>.tsv)")
         if not task_cfg.labels:

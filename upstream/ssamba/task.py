@@ -22,7 +22,7 @@ from torch import nn
 
 from speechssl.data.collate import AudioCollater
 from speechssl.data.dataset import AudioDataset
-from speechssl.train.task import Task
+from speechssl.train.task import PretrainContext, Task
 from speechssl.upstream.ssamba.config import SsambaConfig
 from speechssl.upstream.ssamba.model import SsambaPretrainModel
 
@@ -53,7 +53,7 @@ class SsambaPretrainTask(Task):
 
     Args:
         task_cfg: data, masking and loss settings.
-        model_cfg: the encoder architecture.
+        ctx: the pretraining context; ``ctx.model`` is the encoder architecture (:class:`SsambaConfig`).
 
     Raises:
         ValueError / FileNotFoundError: missing data directory, bad settings.
@@ -61,7 +61,10 @@ class SsambaPretrainTask(Task):
 
     method = "ssamba"
 
-    def __init__(self, task_cfg: SsambaTaskConfig, model_cfg: SsambaConfig) -> None:
+    def __init__(self, task_cfg: SsambaTaskConfig, ctx: PretrainContext) -> None:
+        model_cfg = ctx.model
+        if not isinstance(model_cfg, SsambaConfig):
+            raise TypeError(f"{type(self).__name__} needs a SsambaConfig in ctx.model, got {type(model_cfg).__name__}")
         if not task_cfg.data:
             raise ValueError("task.data is empty: pass --data DIR (the directory with <split>.tsv)")
         if task_cfg.nce_weight < 0 or task_cfg.mse_weight < 0 or task_cfg.nce_weight + task_cfg.mse_weight == 0:

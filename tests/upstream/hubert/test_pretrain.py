@@ -14,6 +14,7 @@ from speechssl.data.manifest import Dictionary, write_dict, write_labels, write_
 from speechssl.upstream.hubert.config import HubertConfig, tiny
 from speechssl.upstream.hubert.model import HubertPretrainModel
 from speechssl.upstream.hubert.task import HubertPretrainTask, HubertTaskConfig
+from speechssl.train.task import PretrainContext
 
 
 def _small(**kw) -> HubertConfig:
@@ -113,21 +114,21 @@ def _write_corpus(root: Path, n_utts: int = 6, classes: int = 12, seed: int = 0)
 
 def test_task_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="--data"):
-        HubertPretrainTask(HubertTaskConfig(), _small())
+        HubertPretrainTask(HubertTaskConfig(), PretrainContext("hubert", _small()))
     data = _write_corpus(tmp_path / "c")
     with pytest.raises(FileNotFoundError, match="dict.phn.txt"):
-        HubertPretrainTask(HubertTaskConfig(data=str(data), labels=("phn",)), _small())
+        HubertPretrainTask(HubertTaskConfig(data=str(data), labels=("phn",)), PretrainContext("hubert", _small()))
     with pytest.raises(ValueError, match="label_rate"):
         HubertPretrainTask(HubertTaskConfig(data=str(data), labels=("km", "km2"), label_rate=(50.0, 100.0, 25.0)),
-                           _small())
-    task = HubertPretrainTask(HubertTaskConfig(data=str(data)), _small())
+                           PretrainContext("hubert", _small()))
+    task = HubertPretrainTask(HubertTaskConfig(data=str(data)), PretrainContext("hubert", _small()))
     with pytest.raises(FileNotFoundError, match="test.tsv"):
         task.dataset("test")
 
 
 def test_task_loss_and_logs(tmp_path):
     data = _write_corpus(tmp_path / "c")
-    task = HubertPretrainTask(HubertTaskConfig(data=str(data), pred_nomask_weight=0.5), _small())
+    task = HubertPretrainTask(HubertTaskConfig(data=str(data), pred_nomask_weight=0.5), PretrainContext("hubert", _small()))
     model = task.build_model()
     ds = task.dataset("train")
     batch = task.collate([ds[i] for i in range(3)])
@@ -156,7 +157,7 @@ def _train(task: HubertPretrainTask, exp: Path, updates: int) -> dict:
 
 def test_task_trains_with_the_shared_trainer(tmp_path):
     data = _write_corpus(tmp_path / "c")
-    task = HubertPretrainTask(HubertTaskConfig(data=str(data), max_sample_size=16000), _small())
+    task = HubertPretrainTask(HubertTaskConfig(data=str(data), max_sample_size=16000), PretrainContext("hubert", _small()))
     state = _train(task, tmp_path / "exp", 3)
     assert state["upstream"]["method"] == "hubert" and state["upstream"]["prefix"] == "upstream."
     assert "upstream.encoder.pos_conv.0.weight_g" in state["model"] and "label_embs_concat" in state["model"]
@@ -180,7 +181,7 @@ def test_task_on_the_tiny_corpus(tmp_path, request):
                                               for n in m.sizes])
     write_dict(labels / "dict.km.txt", Dictionary([str(i) for i in range(8)], [1] * 8))
     task = HubertPretrainTask(HubertTaskConfig(data=str(src), label_dir=str(labels), max_sample_size=32000),
-                              _small())
+                              PretrainContext("hubert", _small()))
     state = _train(task, tmp_path / "exp", 2)
     assert state["upstream"]["method"] == "hubert"
 

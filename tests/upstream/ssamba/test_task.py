@@ -13,6 +13,7 @@ import torch
 from speechssl.data.manifest import write_manifest
 from speechssl.upstream.ssamba.config import nano
 from speechssl.upstream.ssamba.task import SsambaPretrainTask, SsambaTaskConfig
+from speechssl.train.task import PretrainContext
 
 
 def _tone(n: int, rng: np.random.Generator) -> np.ndarray:
@@ -42,19 +43,19 @@ def write_corpus(root: Path, n_utts: int = 8, seed: int = 0) -> Path:
 
 def test_task_errors_name_the_problem(tmp_path):
     with pytest.raises(ValueError, match="--data"):
-        SsambaPretrainTask(SsambaTaskConfig(), nano())
+        SsambaPretrainTask(SsambaTaskConfig(), PretrainContext("ssamba", nano()))
     with pytest.raises(FileNotFoundError, match="no such directory"):
-        SsambaPretrainTask(SsambaTaskConfig(data=str(tmp_path / "nope")), nano())
+        SsambaPretrainTask(SsambaTaskConfig(data=str(tmp_path / "nope")), PretrainContext("ssamba", nano()))
     with pytest.raises(ValueError, match="mse_weight"):
-        SsambaPretrainTask(SsambaTaskConfig(data=str(tmp_path), nce_weight=0.0, mse_weight=0.0), nano())
-    task = SsambaPretrainTask(SsambaTaskConfig(data=str(tmp_path)), nano())
+        SsambaPretrainTask(SsambaTaskConfig(data=str(tmp_path), nce_weight=0.0, mse_weight=0.0), PretrainContext("ssamba", nano()))
+    task = SsambaPretrainTask(SsambaTaskConfig(data=str(tmp_path)), PretrainContext("ssamba", nano()))
     with pytest.raises(FileNotFoundError, match="test.tsv"):
         task.dataset("test")
 
 
 def test_task_loss_and_logs(tmp_path):
     data = write_corpus(tmp_path / "c")
-    task = SsambaPretrainTask(SsambaTaskConfig(data=str(data), mask_mode="random"), nano())
+    task = SsambaPretrainTask(SsambaTaskConfig(data=str(data), mask_mode="random"), PretrainContext("ssamba", nano()))
     torch.manual_seed(0)
     model = task.build_model()
     ds = task.dataset("train")
@@ -89,7 +90,7 @@ def _train(task, exp: Path, updates: int, lr: float = 2e-3):
 
 def test_nano_pretrains_with_falling_loss(tmp_path):
     data = write_corpus(tmp_path / "c")
-    task = SsambaPretrainTask(SsambaTaskConfig(data=str(data), max_sample_size=24000), nano())
+    task = SsambaPretrainTask(SsambaTaskConfig(data=str(data), max_sample_size=24000), PretrainContext("ssamba", nano()))
     state, rows = _train(task, tmp_path / "exp", 40)
     losses = [r["loss"] for r in rows if r.get("split", "train") == "train" and "loss" in r]
     assert len(losses) == 40
@@ -133,6 +134,6 @@ def test_task_on_the_tiny_corpus(tmp_path, request):
         pytest.skip("tiny_corpus fixture not available")
     src = corpus / "read"  # the read-speech subset is the pretraining data (corpus README)
     assert (src / "train.tsv").is_file(), f"no read/train.tsv under {corpus}"
-    task = SsambaPretrainTask(SsambaTaskConfig(data=str(src), max_sample_size=32000), nano())
+    task = SsambaPretrainTask(SsambaTaskConfig(data=str(src), max_sample_size=32000), PretrainContext("ssamba", nano()))
     state, rows = _train(task, tmp_path / "exp", 2)
     assert state["upstream"]["method"] == "ssamba" and all(math.isfinite(r["loss"]) for r in rows if "loss" in r)
