@@ -33,6 +33,7 @@ from speechssl.atomic import atomic_write_text
 from speechssl.data.manifest import Manifest
 from speechssl.downstream.upstreams import LoadedUpstream
 from speechssl.log import progress_bar
+from speechssl.nn.frozen import run_frozen
 
 __all__ = ["CACHE_FORMAT_VERSION", "CachedSplit", "FeatureCache", "compute_hidden_states"]
 
@@ -223,6 +224,10 @@ def compute_hidden_states(upstream: LoadedUpstream, manifest: Manifest, layers: 
                           load_audio: Callable[[int], torch.Tensor] | None = None):
     """Run the frozen upstream over a manifest in length-sorted batches.
 
+    Batches hold at most ``max_samples`` padded samples, longest first (so an out-of-memory
+    error comes early); each runs through :func:`speechssl.nn.frozen.run_frozen` (no
+    gradients, eval mode, the model moved to ``device`` if needed).
+
     Yields:
         ``(rows, states, lengths)``: manifest row indices of the batch, one ``(B, T, D_l)``
         tensor per requested layer, and ``(B,)`` valid frames.
@@ -240,16 +245,9 @@ def compute_hidden_states(upstream: LoadedUpstream, manifest: Manifest, layers: 
         longest = max(longest, size)
     if current:
         batches.append(current)
-    model = upstream.model
-    with torch.inference_mode():
-        for rows in batches:
-            wavs = [load_audio(i).to(device) for i in rows]
-            out = model(wavs)
-            hidden = out["hidden_states"]
-            if len(hidden) != upstream.num_layers:
-                raise RuntimeError(f"upstream {upstream.name} returned {len(hidden)} hidden states but "
-                                   f"declares {upstream.num_layers} (hidden_sizes)")
-            yield rows, [hidden[l] for l in layers], out["lengths"].cpu()
+    for rows in batches:
+        states, lengths = run_frozen(upstream.model, [load_audio(i) for i in rows], layers=layers, device=device)
+        yield rows, states, lengths.cpu()
 
 
 def _manifest_loader(manifest: Manifest) -> Callable[[int], torch.Tensor]:

@@ -36,6 +36,7 @@ from speechssl.downstream.cache import CachedSplit, FeatureCache
 from speechssl.downstream.featurizer import Featurizer
 from speechssl.downstream.upstreams import LoadedUpstream
 from speechssl.log import progress_bar
+from speechssl.nn.frozen import run_frozen
 from speechssl.nn.lengths import pad_list
 from speechssl.train.task import SizedDataset, Task
 
@@ -214,16 +215,12 @@ class DownstreamModel(nn.Module):
                 wav: torch.Tensor | None = None, wav_lengths: torch.Tensor | None = None) -> dict[str, Any]:
         if wav is not None:
             upstream = self._upstream()
-            wavs = [w[:n] for w, n in zip(wav, wav_lengths.tolist())]
             if self.trainable:
-                out = upstream(wavs)
+                out = upstream([w[:n] for w, n in zip(wav, wav_lengths.tolist())])
+                feats, lengths = out["hidden_states"], out["lengths"]
             else:
-                device = wav.device
-                if next(upstream.parameters(), torch.empty(0, device=device)).device != device:
-                    upstream.to(device)
-                with torch.no_grad():
-                    out = upstream(wavs)
-            feats, lengths = out["hidden_states"], out["lengths"].to(wav.device)
+                feats, lengths = run_frozen(upstream, wav, wav_lengths, device=wav.device)
+            lengths = lengths.to(wav.device)
         if feats is None or lengths is None:
             raise ValueError("DownstreamModel needs feats and lengths, or wav and wav_lengths")
         x, lengths = self.featurizer(feats, lengths)

@@ -12,8 +12,8 @@ import torch
 from speechssl.data.manifest import Manifest, read_labels
 from speechssl.downstream import metrics
 from speechssl.downstream.qbe.dtw import dtw_score
-from speechssl.downstream.sd.mixtures import voice_activity
 from speechssl.downstream.task import DownstreamTaskBase, SplitData, read_subset_labels, subset_split
+from speechssl.downstream.vad import FRAME_LENGTH, FRAME_SHIFT, voice_activity
 from speechssl.log import progress_bar
 
 __all__ = ["QbEConfig", "QueryByExample"]
@@ -122,8 +122,8 @@ class QueryByExample(DownstreamTaskBase):
             return feats
         ds = self.ctx.upstream.downsample_rate
         first, last = np.flatnonzero(act)[[0, -1]]
-        start = int(first * 160 // ds)
-        end = int(-(-(last * 160 + 400) // ds))
+        start = int(first * FRAME_SHIFT // ds)
+        end = int(-(-(last * FRAME_SHIFT + FRAME_LENGTH) // ds))
         trimmed = feats[start:max(end, start + 1)]
         return trimmed if len(trimmed) >= self._min_query_frames() else feats
 

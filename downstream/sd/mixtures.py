@@ -30,6 +30,7 @@ import numpy as np
 
 from speechssl.atomic import atomic_write_text
 from speechssl.data.manifest import Manifest, write_manifest
+from speechssl.downstream.vad import voice_activity
 
 __all__ = ["Segment", "MixtureConfig", "build_mixtures", "read_rttm", "write_rttm", "rasterize", "voice_activity"]
 
@@ -57,24 +58,6 @@ class MixtureConfig:
     max_gap_s: float = 0.5  # ... and at most this long after its end
     level_db: float = 5.0  # second speaker's level: ±level_db around the first's
     seed: int = 0  # mixtures depend on this, not on the run's seed, so runs compare on the same data
-
-
-def voice_activity(wav: np.ndarray, phn_ali: str | None = None) -> np.ndarray:
-    """``(T,)`` bool speech activity at 10 ms frames.
-
-    From a ``.phn_ali`` row given as phone *symbols* (one per 10 ms frame, ``sil`` = silence;
-    the files hold ids, which the sd task maps through ``dict.phn.txt``) when given, else
-    from frame energy: a frame (25 ms window) is speech when its RMS is within 35 dB of the
-    utterance's loudest frame.
-    """
-    n = max(1, 1 + (len(wav) - 400) // _SHIFT) if len(wav) >= 400 else 1
-    if phn_ali is not None:
-        labels = phn_ali.split()
-        act = np.array([p != "sil" for p in labels], dtype=bool)
-        return np.pad(act, (0, max(0, n - len(act))))[:n]
-    frames = np.lib.stride_tricks.sliding_window_view(np.pad(wav, (0, 400)), 400)[::_SHIFT][:n]
-    rms = np.sqrt((frames.astype(np.float64) ** 2).mean(1) + 1e-12)
-    return rms > max(rms.max() * 10 ** (-35 / 20), 1e-4)
 
 
 def _segments(active: np.ndarray, speaker: str, offset_s: float, min_gap_frames: int = 10) -> list[Segment]:

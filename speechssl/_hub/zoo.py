@@ -6,12 +6,12 @@ Nothing here downloads: models enter the zoo through ``speechssl hub export``.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from speechssl._hub.modeldir import CONFIG_NAME, WEIGHTS_NAME
+from speechssl.cache_dir import speechssl_home
 
 __all__ = ["ZooEntry", "model_home", "zoo_dir", "check_name", "zoo_path", "list_zoo", "is_name"]
 
@@ -40,12 +40,9 @@ class ZooEntry:
 
 
 def model_home() -> Path:
-    """``$SPEECHSSL_HOME``, else ``$XDG_CACHE_HOME/speechssl``, else ``~/.cache/speechssl``."""
-    home = os.environ.get("SPEECHSSL_HOME")
-    if home:
-        return Path(home).expanduser()
-    cache = os.environ.get("XDG_CACHE_HOME") or str(Path("~/.cache").expanduser())
-    return Path(cache).expanduser() / "speechssl"
+    """``$SPEECHSSL_HOME``, else ``$XDG_CACHE_HOME/speechssl``, else ``~/.cache/speechssl``
+    (:func:`speechssl.cache_dir.speechssl_home`)."""
+    return speechssl_home()
 
 
 def zoo_dir() -> Path:

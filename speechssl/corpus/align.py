@@ -16,6 +16,7 @@ from typing import Sequence
 import numpy as np
 
 from speechssl.corpus.espeak import PhoneEvent
+from speechssl.nn.lengths import window_frames
 
 __all__ = ["SILENCE", "Segment", "normalize_phone", "phone_segments", "speech_bounds", "num_frames",
            "frame_labels"]
@@ -93,10 +94,12 @@ def speech_bounds(segments: Sequence[Segment]) -> tuple[int, int]:
 
 
 def num_frames(num_samples: int, frame_length: int = FRAME_LENGTH, frame_shift: int = FRAME_SHIFT) -> int:
-    """Kaldi ``snip_edges`` frame count: ``1 + (S - frame_length) // frame_shift`` (0 if shorter)."""
-    if num_samples < frame_length:
-        return 0
-    return 1 + (num_samples - frame_length) // frame_shift
+    """Kaldi ``snip_edges`` frame count: ``1 + (S - frame_length) // frame_shift`` (0 if shorter).
+
+    :func:`speechssl.nn.lengths.window_frames` for an ``int``, so the labels always have the
+    features' frame count.
+    """
+    return window_frames(int(num_samples), frame_length, frame_shift, snip_edges=True)
 
 
 def frame_labels(segments: Sequence[Segment], num_samples: int, frame_length: int = FRAME_LENGTH,

@@ -40,6 +40,7 @@ from speechssl.features import kaldi
 from speechssl.features.cmvn import CmvnStats
 from speechssl.features.framing import FrameOptions
 from speechssl.log import progress_bar
+from speechssl.nn.frozen import model_device, run_frozen
 
 __all__ = [
     "FeatureSource", "KaldiFeatureSource", "UpstreamFeatureSource", "KALDI_FEATURES",
@@ -125,10 +126,11 @@ class KaldiFeatureSource:
 class UpstreamFeatureSource:
     """One hidden layer of an upstream model (the speechssl upstream contract).
 
-    Long audio is cut into chunks of at most ``max_chunk`` samples (rounded down to a multiple
-    of the model's ``downsample_rate`` so chunk boundaries fall on frame boundaries; a last
-    piece shorter than two frames joins the previous chunk) and the chunks' features are
-    concatenated, as fairseq's ``dump_hubert_feature.py`` does. The result
+    The model runs through :func:`speechssl.nn.frozen.run_frozen`. Long audio is cut into
+    chunks of at most ``max_chunk`` samples (rounded down to a multiple of the model's
+    ``downsample_rate`` so chunk boundaries fall on frame boundaries; a last piece shorter than
+    two frames joins the previous chunk) and the chunks' features are concatenated, as
+    fairseq's ``dump_hubert_feature.py`` does. The result
     equals the unchunked one when the model's receptive field is its stride; otherwise frames
     next to a chunk boundary see less context (and a chunk may give a frame less).
 
@@ -165,28 +167,15 @@ class UpstreamFeatureSource:
         self.dim = int(sizes[layer])
         self.frame_rate_hz = 16000.0 / self.downsample_rate
         self.sample_rate = 16000.0
-        params = next(iter(model.parameters()), None)
-        self.device = params.device if params is not None else torch.device("cpu")
+        self.device = model_device(model)
 
-    @torch.inference_mode()
     def __call__(self, wav: torch.Tensor) -> torch.Tensor:
         """``(S,)`` waveform at 16 kHz → ``(T, D)`` float32 features on the CPU."""
         if wav.dim() != 1:
             raise ValueError(f"expected one waveform (S,), got shape {tuple(wav.shape)}")
-        wav = wav.to(self.device, torch.float32)
-        bounds = list(range(0, wav.shape[0], self.chunk)) + [wav.shape[0]]
-        if len(bounds) > 2 and bounds[-1] - bounds[-2] < 2 * self.downsample_rate:
-            # a tail this short gives no frame of its own and may be shorter than the model's
-            # receptive field: it joins the previous chunk instead
-            del bounds[-2]
-        pieces = []
-        for start, stop in zip(bounds[:-1], bounds[1:]):
-            chunk = wav[start:stop]
-            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                out = self.model([chunk])
-            hidden = out["hidden_states"][self.layer]
-            pieces.append(hidden[0, : int(out["lengths"][0])].float().cpu())
-        return torch.cat(pieces, dim=0)
+        hidden, _ = run_frozen(self.model, [wav.to(torch.float32)], layers=[self.layer],
+                               amp_dtype=self.amp_dtype, max_chunk=self.chunk)
+        return hidden[0][0].float().cpu()
 
     def describe(self) -> dict[str, Any]:
         """Model name, method, layer and chunking."""

@@ -20,7 +20,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from speechssl.nn.lengths import conv_out_lengths
+from speechssl.nn.lengths import window_frames
 
 __all__ = ["FrameOptions", "WINDOW_TYPES", "num_frames", "prepare_batch", "frame_blocks",
            "window_function", "EPSILON"]
@@ -109,18 +109,17 @@ class FrameOptions:
 def num_frames(num_samples: torch.Tensor, opts: FrameOptions) -> torch.Tensor:
     """Frames Kaldi makes from ``num_samples`` samples (``NumFrames`` with ``flush=True``).
 
+    :func:`speechssl.nn.lengths.window_frames` with the options' frame length, shift and
+    ``snip_edges``: ``1 + (S - L) // shift`` (0 when ``S < L``) when snipping, else
+    ``round(S / shift)`` (half up).
+
     Args:
         num_samples: ``(B,)`` integer lengths in samples.
 
     Returns:
         ``(B,)`` int64 frame counts.
     """
-    if opts.snip_edges:
-        # Frames must fit entirely: exactly a conv with kernel = frame length, stride = shift.
-        return conv_out_lengths(num_samples, opts.frame_length, opts.frame_shift)
-    # Rounding S / shift to the nearest integer (Kaldi adds half a shift, then truncates).
-    return torch.div(num_samples.long() + opts.frame_shift // 2, opts.frame_shift,
-                     rounding_mode="floor").clamp(min=0)
+    return window_frames(torch.as_tensor(num_samples), opts.frame_length, opts.frame_shift, opts.snip_edges)
 
 
 def prepare_batch(wav: torch.Tensor, lengths: torch.Tensor | Sequence[int] | None

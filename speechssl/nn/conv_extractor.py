@@ -15,13 +15,13 @@ computes over valid frames.
 """
 from __future__ import annotations
 
-import math
 from typing import Literal, Sequence
 
 import torch
 from torch import nn
 
-from speechssl.nn.lengths import conv_out_lengths, padding_mask, stack_out_lengths
+from speechssl.nn.lengths import (conv_out_lengths, padding_mask, stack_out_lengths, stack_receptive_field,
+                                  stack_stride)
 from speechssl.nn.norm import Fp32LayerNorm, MaskedGroupNorm, Transpose
 
 __all__ = ["ConvLayerSpec", "FAIRSEQ_CONV_LAYERS", "ConvBlock", "ConvFeatureExtractor", "receptive_field"]
@@ -37,11 +37,7 @@ ExtractorMode = Literal["default", "layer_norm"]
 
 def receptive_field(layers: Sequence[ConvLayerSpec]) -> int:
     """Samples one output frame sees (the shortest input that yields one frame)."""
-    field, jump = 1, 1
-    for _, kernel, stride in layers:
-        field += (kernel - 1) * jump
-        jump *= stride
-    return field
+    return stack_receptive_field(layers)
 
 
 class ConvBlock(nn.Sequential):
@@ -105,7 +101,7 @@ class ConvFeatureExtractor(nn.Module):
                                               conv_bias=conv_bias, dropout=dropout))
             in_channels = channels
         self.out_channels = in_channels
-        self.stride = math.prod(s for _, _, s in self.layer_specs)
+        self.stride = stack_stride(self.layer_specs)
         self.receptive_field = receptive_field(self.layer_specs)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:

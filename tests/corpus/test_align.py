@@ -7,7 +7,7 @@ import torch
 from speechssl.corpus.align import (SILENCE, Segment, frame_labels, normalize_phone, num_frames, phone_segments,
                                     speech_bounds)
 from speechssl.corpus.espeak import PhoneEvent
-from speechssl.nn.lengths import conv_out_lengths
+from speechssl.nn.lengths import conv_out_lengths, window_frames
 
 
 def test_normalize_phone():
@@ -30,6 +30,14 @@ def test_num_frames_matches_conv_arithmetic():
     sizes = torch.tensor([0, 399, 400, 401, 559, 560, 16000, 12345])
     expected = conv_out_lengths(sizes, kernel=400, stride=160)
     assert [num_frames(int(s)) for s in sizes] == expected.tolist()
+
+
+def test_num_frames_is_the_shared_kaldi_count_and_clamps():
+    for s in (-1, 0, 1, 399, 400, 560, 16000):
+        # an independent loop: window starts 0, 160, ... whose 400 samples fit in the signal
+        fits = sum(1 for start in range(0, max(s, 0), 160) if start + 400 <= s)
+        assert num_frames(s) == fits == window_frames(s, 400, 160)
+    assert num_frames(1000, frame_length=200, frame_shift=100) == 9
 
 
 def test_frame_labels_use_frame_centres():

@@ -128,3 +128,28 @@ def test_moments_match_numpy(tmp_path, split, hubert):
     torch.testing.assert_close(mean, torch.stack([f.mean(0) for f in frames]).float(), atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(std, torch.stack([f.std(0, unbiased=False) for f in frames]).float(),
                                atol=1e-4, rtol=1e-4)
+
+
+def test_compute_hidden_states_runs_the_upstream_frozen(split, hubert):
+    """Batches go through run_frozen: eval mode (restored after), no gradients, the layers asked."""
+    from speechssl.downstream.cache import compute_hidden_states
+
+    model = hubert.model
+    model.train()
+    try:
+        seen = 0
+        for rows, states, lengths in compute_hidden_states(hubert, split, [0, 2], max_samples=20000):
+            assert len(states) == 2 and lengths.device.type == "cpu"
+            assert split.sizes[rows[0]] == max(split.sizes[i] for i in rows)  # longest first in a batch
+            with torch.no_grad():
+                model.eval()
+                ref = model([audio.load(split.audio_path(i)) for i in rows])
+                model.train()
+            for got, l in zip(states, (0, 2)):
+                assert not got.requires_grad
+                torch.testing.assert_close(got, ref["hidden_states"][l], atol=0, rtol=0)
+            assert torch.equal(lengths, ref["lengths"].cpu())
+            seen += len(rows)
+        assert seen == len(split) and model.training
+    finally:
+        model.eval()

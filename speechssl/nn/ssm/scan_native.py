@@ -8,7 +8,7 @@ plain C++17 with no torch or Python headers, so it builds in a few seconds with 
 compiler (``$CXX``, else ``c++``/``g++``/``clang++``) and needs nothing installed.
 
 Build cache: ``<SPEECHSSL_HOME>/kernels/selective_scan_cpu-<key>.so`` (see
-:func:`speechssl._hub.zoo.model_home`), where the key hashes the source, the compiler and its
+:func:`speechssl.cache_dir.speechssl_home`), where the key hashes the source, the compiler and its
 version, the flags and the CPU's feature flags (the build uses ``-march=native``). Builds are
 written to a temporary file and renamed, so concurrent processes never load a half-written
 library. When no compiler works, :func:`native_available` is False, the reason is logged once,
@@ -138,13 +138,13 @@ def _build(cxx: str, out_dir: Path) -> tuple[ctypes.CDLL | None, str]:
 
 @functools.lru_cache(maxsize=None)
 def _library() -> tuple[ctypes.CDLL | None, str]:
-    from speechssl._hub.zoo import model_home
+    from speechssl.cache_dir import cache_subdir
 
     cxx = _compiler()
     if cxx is None:
         lib, why = None, "no C++ compiler found (set $CXX or install g++/clang++)"
     else:
-        lib, why = _build(cxx, model_home() / "kernels")
+        lib, why = _build(cxx, cache_subdir("kernels"))
     if lib is None:
         logger.warning("selective_scan: the native CPU kernel is unavailable (%s); using the chunked torch path", why)
     return lib, why
