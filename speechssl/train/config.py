@@ -64,7 +64,20 @@ class ScheduleConfig:
 
 @dataclass
 class TrainerConfig:
-    """The training loop: batching, precision, validation, checkpoints, logging."""
+    """The training loop: batching, precision, validation, checkpoints, logging.
+
+    Batching: a Task's dataset is cut into length-bucketed batches of at most ``max_tokens``
+    (``speechssl.data.MaxTokensBatchSampler``); a ``speechssl.data.MultiSourceDataset`` gets a
+    ``MultiSourceBatchSampler`` instead: one source per batch, sources interleaved by their
+    proportions, each source optionally with its own ``max_tokens`` (set on the dataset).
+
+    What the Task adds (see ``speechssl.train.task.Task``): frozen modules (never optimised,
+    never DDP-synchronised, in eval mode, checkpointed by reference + sha256), the optimizer's
+    parameter groups (``optim.decay_norm_bias``, ``optim.layer_decay``), ``on_update`` after each
+    optimizer step (before validation and checkpoints), and ``batch_coupled`` for contrastive
+    losses: under DDP its ``Task.gather`` returns every rank's items with gradients, and
+    ``update_freq`` accumulates losses without enlarging the set of negatives.
+    """
 
     seed: int = 1  # seeds model initialisation, data order and all RNGs
     max_updates: int = 0  # stop after this many optimizer updates (0: no limit)

@@ -29,6 +29,7 @@ from torch import nn
 
 from speechssl.atomic import atomic_write_text
 from speechssl.config import to_dict
+from speechssl.data.multisource import MultiSourceBatchSampler, MultiSourceDataset
 from speechssl.data.sampler import MaxTokensBatchSampler
 from speechssl.train import checkpoint as ckpt
 from speechssl.train.config import TrainerConfig
@@ -181,13 +182,16 @@ class Trainer:
         return nn.parallel.DistributedDataParallel(
             model, device_ids=device_ids, find_unused_parameters=self.cfg.find_unused_parameters)
 
-    def _sampler(self, dataset: SizedDataset, *, train: bool) -> MaxTokensBatchSampler:
+    def _sampler(self, dataset: SizedDataset, *, train: bool) -> MaxTokensBatchSampler | MultiSourceBatchSampler:
+        """Length-bucketed max-tokens batches; one source per batch for a ``MultiSourceDataset``."""
         if not hasattr(dataset, "sizes"):
             raise ValueError(f"{type(dataset).__name__} has no 'sizes'; Task.dataset must return a SizedDataset")
-        return MaxTokensBatchSampler(
-            dataset.sizes, self.cfg.max_tokens, max_sentences=self.cfg.max_sentences, shuffle=train,
-            seed=self.cfg.seed, num_replicas=self.dist.world_size, rank=self.dist.rank,
-            even_shards=train, oversize=self.cfg.oversize)
+        kw = dict(max_sentences=self.cfg.max_sentences, shuffle=train, seed=self.cfg.seed,
+                  num_replicas=self.dist.world_size, rank=self.dist.rank, even_shards=train,
+                  oversize=self.cfg.oversize)
+        if isinstance(dataset, MultiSourceDataset):
+            return MultiSourceBatchSampler(dataset, self.cfg.max_tokens, **kw)
+        return MaxTokensBatchSampler(dataset.sizes, self.cfg.max_tokens, **kw)
 
     def _updates_per_epoch(self) -> int:
         return math.ceil(len(self.train_sampler) / self.cfg.update_freq)
@@ -197,7 +201,7 @@ class Trainer:
             return self.cfg.max_updates
         return self.cfg.max_epochs * self._updates_per_epoch()
 
-    def _loader(self, dataset: SizedDataset, sampler: MaxTokensBatchSampler, epoch: int) -> torch.utils.data.DataLoader:
+    def _loader(self, dataset: SizedDataset, sampler: torch.utils.data.Sampler, epoch: int) -> torch.utils.data.DataLoader:
         # A private generator: creating the loader must not draw from the global torch RNG,
         # or a resumed run (which creates it at a different point) would diverge.
         generator = torch.Generator().manual_seed(self.cfg.seed * 100_003 + epoch)
