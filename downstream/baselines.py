@@ -94,6 +94,7 @@ def random_upstream(method: str, preset: str | None = None, seed: int = 0) -> nn
     from speechssl.registry import get_method
 
     spec = get_method(method)
+    spec.require_modality("audio", f"random:{method}: the downstream runner's speech tasks")
     config = spec.preset(preset or DEFAULT_RANDOM_PRESET)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -130,6 +130,7 @@ def load_upstream(spec: str, *, ckpt: str | Path | None = None, seed: int = 0,
     else:
         model = _hub_load(spec, device)
         name = spec
+    _check_modality(model, name)
     model = _freeze(model.to(device))
     _check_contract(model, name)
     digest = upstream_hash(model)
@@ -158,6 +159,15 @@ def _freeze(model: nn.Module) -> nn.Module:
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def _check_modality(model: nn.Module, name: str) -> None:
+    """Speech tasks need an audio upstream; a registered method of another modality is refused."""
+    from speechssl.registry import get_method, list_methods
+
+    method = getattr(model, "method", None)
+    if isinstance(method, str) and method in list_methods():
+        get_method(method).require_modality("audio", f"upstream {name!r}: the downstream runner's speech tasks")
 
 
 def _check_contract(model: nn.Module, name: str) -> None:

@@ -122,10 +122,12 @@ class ModelInfo:
         path: the source inspected.
         format: ``speechssl``, ``checkpoint``, ``fairseq`` or ``hf``.
         method: registry name.
+        modality: the method's modality (``audio``, ``image``...).
+        input_kind: what its forward takes (``waveform``, ``image``...; see speechssl.registry).
         preset: the method preset whose config equals this one, else None.
         sizes: integer size fields of the config (layers, dims, heads), dotted names.
         num_parameters: trainable and frozen parameters (buffers excluded).
-        downsample_rate: samples per output frame at 16 kHz.
+        downsample_rate: samples per output frame at 16 kHz (audio methods), else None.
         hidden_sizes: D of each hidden state.
         sha256: digest of ``model.safetensors`` (model directories only).
         verified: True when the digest was checked and matched, None when not checked.
@@ -137,10 +139,12 @@ class ModelInfo:
     path: Path
     format: str
     method: str
+    modality: str
+    input_kind: str
     preset: str | None
     sizes: dict[str, int]
     num_parameters: int
-    downsample_rate: int
+    downsample_rate: int | None
     hidden_sizes: list[int]
     sha256: str | None
     verified: bool | None
@@ -225,10 +229,13 @@ def info(name_or_path: str | Path, verify: bool = True, fmt: str = "auto") -> Mo
         weights = None
     size = weights.stat().st_size if weights is not None else 0
     model = _shape_model(method, config, str(path), size)
+    spec = get_method(method)
+    rate = getattr(model, "downsample_rate", None) if spec.modality == "audio" else None
     return ModelInfo(
-        path=path, format=kind, method=method, preset=_preset_of(method, config), sizes=_sizes(config),
+        path=path, format=kind, method=method, modality=spec.modality, input_kind=spec.input_kind,
+        preset=_preset_of(method, config), sizes=_sizes(config),
         num_parameters=sum(p.numel() for p in model.parameters()),
-        downsample_rate=int(model.downsample_rate), hidden_sizes=[int(d) for d in model.hidden_sizes],
+        downsample_rate=None if rate is None else int(rate), hidden_sizes=[int(d) for d in model.hidden_sizes],
         sha256=sha, verified=verified, speechssl_version=version, source=source, config=config)
 
 

@@ -68,11 +68,13 @@ def _human(n: int) -> str:
 
 def _print_info(info) -> None:  # noqa: ANN001 - speechssl.hub.ModelInfo, imported lazily
     rows = [("path", str(info.path)), ("format", info.format),
-            ("method", info.method + (f" (preset {info.preset})" if info.preset else " (custom config)"))]
+            ("method", info.method + (f" (preset {info.preset})" if info.preset else " (custom config)")),
+            ("modality", f"{info.modality} (input: {info.input_kind})")]
     rows.append(("sizes", " ".join(f"{k}={v}" for k, v in info.sizes.items()) or "-"))
     rows.append(("parameters", f"{info.num_parameters:,} ({_human(info.num_parameters)})"))
     rate = info.downsample_rate
-    rows.append(("downsample rate", f"{rate} samples/frame ({16000 / rate:g} frames/s at 16 kHz)"))
+    if rate:
+        rows.append(("downsample rate", f"{rate} samples/frame ({16000 / rate:g} frames/s at 16 kHz)"))
     sizes = info.hidden_sizes
     same = len(set(sizes)) == 1
     rows.append(("hidden states", f"{len(sizes)} x {sizes[0]}" if same and sizes else str(sizes)))

@@ -1,0 +1,102 @@
+"""Methods declare their modality; the hub, pretrain and the downstream runner dispatch on it."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from torch import nn
+
+from speechssl import hub
+from speechssl.registry import _METHODS, INPUT_KINDS, Method, ModalityError, get_method, list_methods, register
+
+
+@dataclass
+class _PatchConfig:
+    dim: int = 8
+    patch: int = 4
+
+
+class _PatchModel(nn.Module):
+    """(B, 3, H, W) images → (B, H/p * W/p, D) patch embeddings (one layer)."""
+
+    method = "test-modality-image"
+
+    def __init__(self, config: _PatchConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.proj = nn.Conv2d(3, config.dim, config.patch, stride=config.patch)
+        self.hidden_sizes = [config.dim]
+
+    @classmethod
+    def from_config(cls, config: _PatchConfig) -> "_PatchModel":
+        return cls(config)
+
+    def forward(self, images: torch.Tensor) -> dict:
+        x = self.proj(images).flatten(2).transpose(1, 2)
+        return {"hidden_states": [x], "last_hidden_state": x,
+                "lengths": torch.full((x.shape[0],), x.shape[1], dtype=torch.long)}
+
+
+@pytest.fixture
+def image_method():
+    spec = Method(name="test-modality-image", config_cls=_PatchConfig, model_cls=_PatchModel,
+                  presets={"tiny": _PatchConfig}, modality="image", input_kind="image")
+    register(spec)
+    yield spec
+    _METHODS.items.pop(spec.name, None)
+
+
+def test_registered_methods_declare_known_modalities():
+    for name in list_methods():
+        spec = get_method(name)
+        assert spec.input_kind in INPUT_KINDS
+    assert get_method("hubert").modality == "audio" and get_method("hubert").input_kind == "waveform"
+
+
+def test_method_rejects_inconsistent_declarations():
+    with pytest.raises(ValueError, match="modality 'smell'"):
+        Method(name="x", config_cls=_PatchConfig, model_cls=_PatchModel, modality="smell")
+    with pytest.raises(ValueError, match="input_kind 'image' is image input, not audio"):
+        Method(name="x", config_cls=_PatchConfig, model_cls=_PatchModel, input_kind="image")
+    with pytest.raises(ValueError, match="task_cls and task_config_cls"):
+        Method(name="x", config_cls=_PatchConfig, model_cls=_PatchModel, task_cls=object)
+
+
+def test_downstream_runner_refuses_an_image_upstream(image_method, tmp_path):
+    from speechssl.downstream.upstreams import load_upstream
+
+    with pytest.raises(ModalityError, match="works with audio methods; 'test-modality-image' is a image method"):
+        load_upstream("random:test-modality-image@tiny")
+    saved = hub.save(_PatchModel(_PatchConfig()), tmp_path / "img")
+    with pytest.raises(ModalityError, match="image method"):
+        load_upstream(str(saved))
+
+
+def test_hub_saves_loads_and_describes_an_image_method(image_method, tmp_path):
+    model = _PatchModel(_PatchConfig())
+    saved = hub.save(model, tmp_path / "img")
+    info = hub.info(saved)
+    assert (info.modality, info.input_kind, info.downsample_rate) == ("image", "image", None)
+    assert info.num_parameters == sum(p.numel() for p in model.parameters())
+    x = torch.randn(2, 3, 8, 8)
+    assert torch.equal(hub.load(saved)(x)["last_hidden_state"], model(x)["last_hidden_state"])
+    audio = hub.info(hub.save(get_method("hubert").build(get_method("hubert").preset("tiny")), tmp_path / "hb"))
+    assert (audio.modality, audio.downsample_rate) == ("audio", 320)
+
+
+def test_hub_info_cli_prints_modality(image_method, tmp_path, capsys):
+    from speechssl.cli import main
+
+    saved = hub.save(_PatchModel(_PatchConfig()), tmp_path / "img")
+    assert main(["hub", "info", str(saved)]) == 0
+    out = capsys.readouterr().out
+    assert "modality:          image (input: image)" in out and "downsample rate" not in out
+
+
+def test_pretrain_refuses_a_method_without_a_task(image_method, tmp_path, capsys):
+    from speechssl.cli import main
+
+    assert main(["pretrain", "--method", "test-modality-image", "--preset", "tiny",
+                 "--exp-dir", str(tmp_path / "exp")]) != 0
+    assert "has no pretraining task" in capsys.readouterr().err
