@@ -23,6 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal
 
+from speechssl.nn.lengths import patch_count
+
 __all__ = ["SsambaConfig", "nano", "tiny", "small", "base", "PRESETS", "FRAME_SHIFT_SAMPLES"]
 
 FRAME_SHIFT_SAMPLES = 160  # 10 ms fbank frames at 16 kHz
@@ -77,7 +79,7 @@ class SsambaConfig:
     @property
     def max_time_patches(self) -> int:
         """Time steps of patches the position table covers."""
-        return -(-self.max_frames // self.patch_time)
+        return patch_count(self.max_frames, self.patch_time, partial="pad")
 
     @property
     def downsample_rate(self) -> int:

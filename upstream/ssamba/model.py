@@ -33,7 +33,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from speechssl.features import fbank
-from speechssl.nn.lengths import pad_list, padding_mask
+from speechssl.nn.lengths import pad_list, padding_mask, patch_count, window_frames
+from speechssl.nn.losses import info_nce, masked_mse
 from speechssl.nn.ssm.mamba import MambaBlock
 from speechssl.registry import UpstreamOutput
 from speechssl.upstream.ssamba.config import FRAME_SHIFT_SAMPLES, SsambaConfig
@@ -106,9 +107,8 @@ class SsambaModel(nn.Module):
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """Output frames (time steps of patches) of waveforms of ``lengths`` samples, ``(B,)`` → ``(B,)``."""
-        frames = torch.div(lengths.long() - _FBANK_WINDOW, FRAME_SHIFT_SAMPLES, rounding_mode="floor") + 1
-        frames = frames.clamp(min=0)
-        return torch.div(frames + self.config.patch_time - 1, self.config.patch_time, rounding_mode="floor")
+        frames = window_frames(lengths.long(), _FBANK_WINDOW, FRAME_SHIFT_SAMPLES)
+        return patch_count(frames, self.config.patch_time, partial="pad")
 
     def compute_fbank(self, source: torch.Tensor, lengths: torch.Tensor | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,7 +125,7 @@ class SsambaModel(nn.Module):
         c = self.config
         if lengths is None:
             lengths = torch.full((source.shape[0],), source.shape[1], dtype=torch.long, device=source.device)
-        if source.shape[1] < _FBANK_WINDOW:
+        if window_frames(source.shape[1], _FBANK_WINDOW, FRAME_SHIFT_SAMPLES) == 0:
             feats = source.new_zeros(source.shape[0], 0, c.num_mel_bins)
             return feats, torch.zeros_like(lengths)
         with torch.no_grad():
@@ -159,12 +159,12 @@ class SsambaModel(nn.Module):
                              f"covers max_frames={c.max_frames}; crop the audio or build the model with a "
                              "larger model.max_frames")
         pt, pf, Fp = c.patch_time, c.patch_freq, c.freq_patches
-        Tp = -(-T // pt)
+        Tp = patch_count(T, pt, partial="pad")
         feats = F.pad(feats, (0, 0, 0, Tp * pt - T))                              # (B, T'·pt, F)
         emb = self.patch_embed(feats.transpose(1, 2).unsqueeze(1))                 # (B, D, F', T')
         tokens = emb.permute(0, 3, 2, 1).reshape(B, Tp * Fp, -1)                   # (B, T'·F', D)
         targets = feats.view(B, Tp, pt, Fp, pf).permute(0, 1, 3, 4, 2).reshape(B, Tp * Fp, pf * pt)
-        time_patches = torch.div(frame_lengths + pt - 1, pt, rounding_mode="floor")
+        time_patches = patch_count(frame_lengths, pt, partial="pad")
         return tokens, targets, time_patches
 
     def embed(self, tokens: torch.Tensor, time_patches: torch.Tensor, mask: torch.Tensor | None = None,
@@ -374,13 +374,15 @@ class SsambaPretrainModel(nn.Module):
         counts = mask.sum(1).tolist()
         nce = self.mask_embed.sum() * 0.0        # stays connected to the graph when nothing is masked
         correct = h.new_zeros(())
+        # InfoNCE per utterance (candidates: its own masked patches; prediction i's positive is patch i).
+        # One call per utterance rather than one block-diagonal call keeps SSAST's exact numerics.
         for pc, tg in zip(pred_c.split(counts), target.split(counts)):
             if len(pc) == 0:
                 continue
-            logits = pc @ tg.T                                                     # prediction i vs patch j
-            own = torch.arange(len(pc), device=pc.device)
-            nce = nce + F.cross_entropy(logits.float(), own, reduction="sum")
-            correct = correct + (logits.argmax(-1) == own).sum()
-        mse = ((pred_g.float() - target.float()) ** 2).mean(-1).sum()
+            own = torch.eye(len(pc), dtype=torch.bool, device=pc.device)
+            scored = info_nce(pc, tg, own)
+            nce = nce + scored.loss
+            correct = correct + scored.correct
+        mse = masked_mse(pred_g, target).loss   # per-patch mean squared error, summed over masked patches
         return {"nce": nce, "mse": mse, "correct": correct.detach(),
                 "num_masked": torch.tensor(int(mask.sum()), device=h.device)}
