@@ -12,9 +12,9 @@ from typing import Sequence, TypedDict
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from speechssl.nn.lengths import padding_mask
+from speechssl.nn.losses import cosine_logits
 from speechssl.nn.trunk import TrunkFeatures, Wav2Vec2Trunk, normalize_waveform
 from speechssl.upstream.hubert.config import HubertConfig
 
@@ -136,11 +136,7 @@ class HubertPretrainModel(nn.Module):
     def _logits(self, x: torch.Tensor, i: int, embs: torch.Tensor) -> torch.Tensor:
         if self.target_glu is not None:
             embs = self.target_glu(embs)
-        # float32 even under autocast: logits / 0.1 span ±10, too coarse for bf16
-        with torch.autocast(device_type=x.device.type, enabled=False):
-            x = F.normalize(x.float(), dim=-1, eps=1e-8)
-            embs = F.normalize(embs.float(), dim=-1, eps=1e-8)
-            return x @ embs.t() / self.config.logit_temp  # (N, K_i)
+        return cosine_logits(x, embs, self.config.logit_temp)  # (N, K_i) float32
 
     def _predict(self, x: torch.Tensor, sel: torch.Tensor, targets: list[torch.Tensor]
                  ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

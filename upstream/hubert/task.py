@@ -26,11 +26,11 @@ from typing import Any, Optional
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from speechssl.data.collate import AudioCollater
 from speechssl.data.dataset import AudioDataset, LabelSpec
 from speechssl.data.manifest import Dictionary, read_dict
+from speechssl.nn.losses import masked_prediction_loss
 from speechssl.train.task import PretrainContext, Task
 from speechssl.upstream.hubert.config import HubertConfig
 from speechssl.upstream.hubert.model import HubertPretrainModel
@@ -170,12 +170,11 @@ class HubertPretrainTask(Task):
             key = "masked" if tag == "m" else "unmasked"
             terms = []
             for i, (logits, target) in enumerate(zip(out[f"logits_{key}"], out[f"targets_{key}"])):
-                ce = F.cross_entropy(logits, target, reduction="sum")
-                terms.append(ce)
-                with torch.no_grad():
-                    logs[f"loss_{tag}_{i}"] = float(ce.detach())
-                    logs[f"correct_{tag}_{i}"] = float((logits.argmax(-1) == target).sum()) if target.numel() else 0.0
-                    logs[f"count_{tag}_{i}"] = float(target.numel())
+                ce = masked_prediction_loss(logits, target)
+                terms.append(ce.loss)
+                logs[f"loss_{tag}_{i}"] = float(ce.loss.detach())
+                logs[f"correct_{tag}_{i}"] = float(ce.correct)
+                logs[f"count_{tag}_{i}"] = float(ce.count)
             if weight > 0 and terms:
                 loss = loss + weight * sum(terms)
                 sample_size += int(out[f"targets_{key}"][0].numel())
