@@ -10,6 +10,7 @@ from speechssl.convert.fairseq import FairseqConverter
 from speechssl.convert.trunk_hf import TrunkHFConverter
 from speechssl.registry import Method
 from speechssl.upstream.hubert.config import PRESETS, HubertConfig
+from speechssl.upstream.hubert.example import write_example
 from speechssl.upstream.hubert.model import HubertModel, HubertPretrainModel
 from speechssl.upstream.hubert.task import HubertPretrainTask, HubertTaskConfig
 
@@ -22,6 +23,7 @@ METHOD = Method(
     model_cls=HubertModel,
     presets=PRESETS,
     task_cls=HubertPretrainTask,
+    example=write_example,
     task_config_cls=HubertTaskConfig,
     description="HuBERT: masked prediction of k-means units (conv encoder + transformer)",
     converters={"hf": TrunkHFConverter(HubertConfig, ["hubert"]),

@@ -9,6 +9,7 @@ Registered as the ``ssamba`` method through the ``speechssl.upstream`` entry poi
 """
 from speechssl.registry import Method
 from speechssl.upstream.ssamba.config import PRESETS, SsambaConfig
+from speechssl.upstream.ssamba.example import write_example
 from speechssl.upstream.ssamba.model import SsambaModel, SsambaPretrainModel
 from speechssl.upstream.ssamba.task import SsambaPretrainTask, SsambaTaskConfig
 
@@ -21,6 +22,7 @@ METHOD = Method(
     model_cls=SsambaModel,
     presets=PRESETS,
     task_cls=SsambaPretrainTask,
+    example=write_example,
     task_config_cls=SsambaTaskConfig,
     description="SSAMBA: masked fbank-patch modelling (InfoNCE + MSE) on bidirectional Mamba blocks",
 )
