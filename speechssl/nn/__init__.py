@@ -1,11 +1,18 @@
 """Shared neural-network layers (import the submodule you need).
 
-* :mod:`speechssl.nn.lengths` — padding, masks and frame arithmetic.
+* :mod:`speechssl.nn.lengths` — padding, masks and every frame/patch count (clamped at 0).
+* :mod:`speechssl.nn.trunk` — the wav2vec 2.0 / HuBERT trunk (conv encoder + projection + transformer).
 * :mod:`speechssl.nn.conv_extractor` — the wav2vec 2.0 / HuBERT convolutional waveform encoder.
-* :mod:`speechssl.nn.norm` — masked GroupNorm, float32 LayerNorm.
+* :mod:`speechssl.nn.transformer` — post-LN / pre-LN transformer encoder with an injected position
+  module and layer drop.
+* :mod:`speechssl.nn.position` — sinusoidal, relative (SpeechT5), Transformer-XL and rotary positions.
 * :mod:`speechssl.nn.pos_conv` — weight-normalised convolutional position embedding.
+* :mod:`speechssl.nn.conformer` — conformer block and encoder.
 * :mod:`speechssl.nn.attention` — multi-head self-attention with key padding masks.
-* :mod:`speechssl.nn.transformer` — post-LN / pre-LN transformer encoder with layer drop.
+* :mod:`speechssl.nn.quantizer` — Gumbel vector quantizer.
+* :mod:`speechssl.nn.losses` — masked prediction, InfoNCE / NT-Xent, masked MSE, layer distillation.
+* :mod:`speechssl.nn.frozen` — run a frozen upstream over a batch of audio.
+* :mod:`speechssl.nn.norm` — masked GroupNorm, float32 LayerNorm.
 * :mod:`speechssl.nn.masking` — span masking (fairseq ``compute_mask_indices``).
 * :mod:`speechssl.nn.grad` — gradient scaling.
 * :mod:`speechssl.nn.activations` — activations by name.
