@@ -16,6 +16,7 @@ Losses are computed in float32, whatever the autocast dtype of the inputs.
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, NamedTuple, Sequence, Union
 
 import torch
@@ -186,7 +187,8 @@ def info_nce(queries: torch.Tensor, keys: torch.Tensor, positive_mask: torch.Ten
         temperature: divides the similarities (1.0: raw dot products, as SSAST).
         candidate_mask: ``(N, M)`` / ``(N, M_all)`` bool, keys in the denominator (None: all;
             NT-Xent excludes a query's own key). Local masks make other ranks' keys candidates.
-        normalize: L2-normalise queries and keys first (cosine similarity).
+        normalize: L2-normalise queries and keys first (cosine similarity, computed in float32 even
+            under autocast); without it the dot products run in the autocast dtype.
         multi_positive: ``"mean"`` or ``"logsumexp"`` (see above).
         gather: False; True to all-gather the keys from every rank (:func:`gather_with_grad`; the
             queries stay local); or a callable ``keys (M, D) -> (M_all, D)`` (then both masks must
@@ -224,7 +226,9 @@ def info_nce(queries: torch.Tensor, keys: torch.Tensor, positive_mask: torch.Ten
                          + (f" or {M} (this rank's keys)" if start is not None else ""))
 
     positive_mask = _fit(positive_mask, "positive_mask", False)
-    logits = (queries @ keys.T / temperature).float()  # (N, M_all)
+    # cosine logits / τ in float32 (bf16 is too coarse at τ = 0.1); raw dot products follow autocast
+    with torch.autocast(device_type=queries.device.type, enabled=False) if normalize else contextlib.nullcontext():
+        logits = (queries @ keys.T / temperature).float()  # (N, M_all)
     if candidate_mask is not None:
         candidate_mask = _fit(candidate_mask, "candidate_mask", True)
         logits = logits.masked_fill(~(candidate_mask | positive_mask), float("-inf"))

@@ -316,3 +316,15 @@ def test_layer_distillation_against_distilhubert_formula():
     assert (full.loss / full.count).item() == pytest.approx(s3prl_style.item(), rel=1e-5)
     with pytest.raises(ValueError, match="layer 1"):
         layer_distillation([preds[0], preds[1, :, :3]], [targets[0], targets[1, :, :3]])
+
+
+def test_info_nce_autocast_cosine_stays_float32_and_dot_products_follow_autocast():
+    g = _gen(12)
+    q, k = torch.randn(6, 8, generator=g), torch.randn(6, 8, generator=g)
+    pos = torch.eye(6, dtype=torch.bool)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cos = info_nce(q, k, pos, 0.1, normalize=True)
+        dot = info_nce(q, k, pos)
+    assert torch.equal(cos.loss, info_nce(q, k, pos, 0.1, normalize=True).loss)
+    ref = F.cross_entropy((q.bfloat16() @ k.bfloat16().T).float(), torch.arange(6), reduction="sum")
+    assert torch.equal(dot.loss, ref)
