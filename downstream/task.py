@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from speechssl.data.base import SizedDataset
 from speechssl.data.manifest import Manifest, read_labels, read_manifest
 from speechssl.downstream.cache import CachedSplit, FeatureCache
 from speechssl.downstream.featurizer import Featurizer
@@ -38,7 +39,7 @@ from speechssl.downstream.upstreams import LoadedUpstream
 from speechssl.log import progress_bar
 from speechssl.nn.frozen import run_frozen
 from speechssl.nn.lengths import pad_list
-from speechssl.train.task import SizedDataset, Task
+from speechssl.train.task import Task
 
 __all__ = ["FeaturizerConfig", "CacheConfig", "RunContext", "SplitData", "DownstreamModel",
            "DownstreamTaskBase", "subset_split", "read_subset_labels", "class_index", "sorted_classes"]
