@@ -38,6 +38,7 @@ setup(
         "soxr>=0.3,<2",
         "librosa>=0.10,<0.12",
         "sentencepiece>=0.1.99,<0.3",
+        "pillow>=9.1,<14",
         "scikit-learn>=1.3,<2",
         "gensim>=4.3,<5",
         "tensorboard>=2.14,<3",
