@@ -187,6 +187,16 @@ class Task(abc.ABC):
         """Restore what :meth:`state_dict` returned."""
 
     # -- batch-coupled losses -------------------------------------------------------------------
+    @property
+    def gathering(self) -> bool:
+        """Whether :meth:`gather` gathers now (a batch-coupled task's training step under DDP).
+
+        Pass it to the losses of :mod:`speechssl.nn.losses` (``info_nce(..., gather=self.gathering)``)
+        rather than ``gather=True``: validation batches differ in number across ranks, and a
+        collective there would hang.
+        """
+        return self.gather_fn is not None
+
     def gather(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
         """Every rank's ``x`` (``(B_r, ...)``) concatenated along dim 0, and this rank's offset in it.
 

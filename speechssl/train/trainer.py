@@ -11,6 +11,13 @@ Usage::
     trainer.fit()                 # resumes from exp/run1/checkpoint_last.pt when present
 
 Under ``torchrun --nproc_per_node N`` the same code runs distributed data parallel.
+
+The Task's hooks (documented in :mod:`speechssl.train.task`): ``frozen_modules`` (kept out of
+the optimizer, DDP and training mode; checkpointed by reference + sha256, see
+:mod:`speechssl.train.frozen`), ``no_weight_decay``/``layer_id``/``num_layers`` (parameter groups,
+:mod:`speechssl.train.optim`), ``on_update`` (after each optimizer step, before validation and
+checkpoints) and ``batch_coupled`` (``Task.gather`` all-gathers with gradients in DDP training
+steps; logged once at start).
 """
 from __future__ import annotations
 
@@ -385,18 +392,20 @@ class Trainer:
         self.model.eval()
         self.task.gather_fn = None  # each rank's own batch: validation batches differ in count per rank
         loss_sum, sample_size, log_sums = 0.0, 0.0, {}
-        with torch.no_grad(), _isolated_rng(self.cfg.seed):
-            for batch in self._loader(self.valid_data, sampler, 1):
-                batch = move_to_device(batch, self.device)
-                with autocast(self.device, self.cfg.precision):
-                    loss, size, logs = self.task.loss(self.model, batch)
-                loss_sum += float(loss)
-                sample_size += float(size)
-                for k, v in logs.items():
-                    log_sums[k] = log_sums.get(k, 0.0) + float(v)
-        self.model.train(was_training)
-        self.frozen.eval()
-        self.task.gather_fn = self._coupled_gather
+        try:
+            with torch.no_grad(), _isolated_rng(self.cfg.seed):
+                for batch in self._loader(self.valid_data, sampler, 1):
+                    batch = move_to_device(batch, self.device)
+                    with autocast(self.device, self.cfg.precision):
+                        loss, size, logs = self.task.loss(self.model, batch)
+                    loss_sum += float(loss)
+                    sample_size += float(size)
+                    for k, v in logs.items():
+                        log_sums[k] = log_sums.get(k, 0.0) + float(v)
+        finally:
+            self.model.train(was_training)
+            self.frozen.eval()
+            self.task.gather_fn = self._coupled_gather
         keys = sorted(log_sums)
         totals = all_reduce_sum(torch.tensor([loss_sum, sample_size] + [log_sums[k] for k in keys],
                                              dtype=torch.float64, device=self.device)).tolist()

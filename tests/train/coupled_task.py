@@ -136,7 +136,7 @@ def main(argv: list[str] | None = None) -> None:
     rank, world = trainer.dist.rank, trainer.dist.world_size
     out = run_updates(trainer, rank, world)
     out["teachers"] = all_gather_object(trainer.model.teacher.weight.detach().clone())
-    out["coupled"] = trainer.task.gather_fn is not None
+    out["coupled"] = trainer.task.gathering
     out["ddp_ignores"] = sorted(getattr(trainer.model, "_ddp_params_and_buffers_to_ignore", []))
     if rank == 0:
         torch.save(out, args.out)

@@ -24,7 +24,7 @@ def test_two_ranks_gather_negatives_like_one_process_on_all_items(tmp_path):
     init = {k: v.clone() for k, v in one_trainer.model.lin.state_dict().items()}
     one = run_updates(one_trainer, 0, 1)
 
-    assert two["coupled"] and one_trainer.task.gather_fn is None
+    assert two["coupled"] and not one_trainer.task.gathering
     for u in range(2):  # update 1: 2 x 4 items vs 8; update 2 (update_freq=2): unequal second batches
         s1, s2 = one["stats"][u], two["stats"][u]
         assert s2["sample_size"] == s1["sample_size"] == (8 if u == 0 else 16)
