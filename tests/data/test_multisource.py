@@ -186,3 +186,27 @@ def test_validation_order_takes_every_batch_once_and_ignores_proportions():
     s = _sampler(_dataset(proportions={"text": 3.0}), shuffle=False)
     assert sorted(i for b in s.batches() for i in b) == list(range(len(s.dataset)))
     assert s.batches(1) == s.batches(2)
+
+
+def test_a_data_loader_over_audio_and_point_sets(corpus, tmp_path):
+    from speechssl.data.dataset import AudioDataset
+    from speechssl.data.files import write_file_manifest
+    from speechssl.data.points import PointDataset
+
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        np.save(tmp_path / f"p{i}.npy", rng.standard_normal((20 + i, 3)).astype(np.float32))
+    write_file_manifest(tmp_path / "pts.tsv", tmp_path, [f"p{i}.npy" for i in range(5)], "points")
+    ds = MultiSourceDataset({"audio": AudioDataset(corpus / "train.tsv", max_sample_size=8000),
+                             "points": PointDataset(tmp_path / "pts.tsv", num_points=8)},
+                            proportions={"points": 2.0}, max_tokens={"points": 2})
+    sampler = MultiSourceBatchSampler(ds, 20000, seed=1)
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=sampler, collate_fn=ds.collater())
+    seen = collections.Counter()
+    for batch in loader:
+        seen[batch["source"]] += 1
+        if batch["source"] == "audio":
+            assert batch["wav"].dim() == 2 and batch["lengths"].max() <= 8000
+        else:
+            assert batch["points"].shape[1:] == (8, 3) and len(batch["id"]) <= 2
+    assert seen == {"audio": collections.Counter(sampler.sources())["audio"], "points": 6}  # 3 batches, twice
