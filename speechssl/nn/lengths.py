@@ -22,8 +22,9 @@ from typing import Literal, Sequence, TypeVar, Union
 
 import torch
 
-__all__ = ["pad_list", "padding_mask", "conv_out_lengths", "stack_out_lengths", "stack_receptive_field",
-           "stack_stride", "window_frames", "patch_count", "patch_grid", "num_patches", "PartialPatch"]
+__all__ = ["pad_list", "pad_waveforms", "padding_mask", "conv_out_lengths", "stack_out_lengths",
+           "stack_receptive_field", "stack_stride", "window_frames", "patch_count", "patch_grid", "num_patches",
+           "PartialPatch"]
 
 #: An ``int`` or an integer tensor of lengths (any shape).
 Lengths = TypeVar("Lengths", int, torch.Tensor)
@@ -32,6 +33,28 @@ IntOrTensor = Union[int, torch.Tensor]
 #: What to do with a patch that sticks out past the end of an axis: ``"drop"`` it (the arithmetic
 #: of a ``ConvNd`` with stride = kernel) or ``"pad"`` the axis with zeros so it is complete.
 PartialPatch = Literal["drop", "pad"]
+
+
+def pad_waveforms(wavs: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Check and right-pad the waveforms of the upstream contract.
+
+    Args:
+        wavs: ``B`` 1-D float tensors ``(S_i,)`` (16 kHz samples), not a padded tensor.
+
+    Returns:
+        ``(B, max S_i)`` zero-padded samples and ``(B,)`` int64 lengths.
+
+    Raises:
+        TypeError: a tensor instead of a list. ValueError: an item that is not 1-D float (named).
+    """
+    if isinstance(wavs, torch.Tensor):
+        raise TypeError("expected a list of 1-D waveforms, got a tensor; pass list(batch) or use "
+                        "extract_features(source, lengths) for padded batches")
+    for i, w in enumerate(wavs):
+        if not isinstance(w, torch.Tensor) or w.dim() != 1 or not w.is_floating_point():
+            desc = f"{w.dtype} {tuple(w.shape)}" if isinstance(w, torch.Tensor) else type(w).__name__
+            raise ValueError(f"wavs[{i}]: expected a 1-D float tensor (S,) at 16 kHz, got {desc}")
+    return pad_list(list(wavs))
 
 
 def pad_list(tensors: Sequence[torch.Tensor], pad_value: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,7 +28,7 @@ from torch.nn import functional as F
 from speechssl.nn.activations import ActivationName
 from speechssl.nn.conv_extractor import FAIRSEQ_CONV_LAYERS, ConvFeatureExtractor
 from speechssl.nn.grad import grad_multiply
-from speechssl.nn.lengths import pad_list, padding_mask
+from speechssl.nn.lengths import pad_waveforms, padding_mask
 from speechssl.nn.masking import MaskType, compute_mask_indices
 from speechssl.nn.transformer import TransformerEncoder
 
@@ -310,14 +310,7 @@ class Wav2Vec2Trunk(nn.Module):
             output; for pre-LN the last one is after the final LayerNorm); ``last_hidden_state``
             (``hidden_states[-1]``); ``lengths`` ``(B,)`` int64 valid frames. Padded frames are 0.
         """
-        if isinstance(wavs, torch.Tensor):
-            raise TypeError("expected a list of 1-D waveforms, got a tensor; pass list(batch) or use "
-                            "extract_features(source, lengths) for padded batches")
-        for i, w in enumerate(wavs):
-            if not isinstance(w, torch.Tensor) or w.dim() != 1 or not w.is_floating_point():
-                desc = f"{w.dtype} {tuple(w.shape)}" if isinstance(w, torch.Tensor) else type(w).__name__
-                raise ValueError(f"wavs[{i}]: expected a 1-D float tensor (S,) at 16 kHz, got {desc}")
-        x, lengths = pad_list(list(wavs))
+        x, lengths = pad_waveforms(wavs)
         if x.shape[1] < self.receptive_field:
             D = self.config.encoder_embed_dim
             empty = x.new_zeros(x.shape[0], 0, D)

@@ -165,3 +165,16 @@ def test_tensor_keeps_shape_and_device():
     out = window_frames(x, 400, 160)
     assert out.shape == (2, 2) and out.dtype == torch.int64 and out.device == x.device
     assert out.tolist() == [[1, 3], [0, 8]]
+
+
+def test_pad_waveforms_pads_and_names_the_bad_item():
+    from speechssl.nn.lengths import pad_waveforms
+
+    x, lengths = pad_waveforms([torch.ones(3), torch.ones(5)])
+    assert lengths.tolist() == [3, 5] and x.shape == (2, 5) and float(x[0, 3:].abs().sum()) == 0.0
+    with pytest.raises(TypeError, match="got a tensor"):
+        pad_waveforms(torch.zeros(2, 5))
+    with pytest.raises(ValueError, match=r"wavs\[1\]: expected a 1-D float tensor \(S,\) at 16 kHz, got torch.int64"):
+        pad_waveforms([torch.ones(3), torch.ones(4, dtype=torch.long)])
+    with pytest.raises(ValueError, match=r"wavs\[0\]: .* got torch.float32 \(2, 3\)"):
+        pad_waveforms([torch.ones(2, 3)])

@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from speechssl.features import fbank
-from speechssl.nn.lengths import pad_list, padding_mask, patch_count, window_frames
+from speechssl.nn.lengths import pad_waveforms, padding_mask, patch_count, window_frames
 from speechssl.nn.losses import info_nce, masked_mse
 from speechssl.nn.ssm.mamba import MambaBlock
 from speechssl.registry import UpstreamOutput
@@ -248,14 +248,7 @@ class SsambaModel(nn.Module):
             ``lengths`` ``(B,)`` int64 valid frames; ``pooled`` ``(B, D)`` utterance embeddings.
             One frame per ``downsample_rate`` samples; padded frames are 0.
         """
-        if isinstance(wavs, torch.Tensor):
-            raise TypeError("expected a list of 1-D waveforms, got a tensor; pass list(batch) or use "
-                            "extract_features(source, lengths) for padded batches")
-        for i, w in enumerate(wavs):
-            if not isinstance(w, torch.Tensor) or w.dim() != 1 or not w.is_floating_point():
-                desc = f"{w.dtype} {tuple(w.shape)}" if isinstance(w, torch.Tensor) else type(w).__name__
-                raise ValueError(f"wavs[{i}]: expected a 1-D float tensor (S,) at 16 kHz, got {desc}")
-        x, lengths = pad_list(list(wavs))
+        x, lengths = pad_waveforms(wavs)
         return self.extract_features(x, lengths)
 
 
