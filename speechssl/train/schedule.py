@@ -94,7 +94,11 @@ class LRSchedule:
         return self.final_lr
 
     def apply(self, optimizer: torch.optim.Optimizer, num_updates: int) -> float:
-        """Set every param group's lr for the next update (times the group's ``lr_scale``, if any)."""
+        """Set every param group's lr for the next update: ``lr_at(num_updates) * group["lr_scale"]``.
+
+        ``lr_scale`` (default 1) is the group's factor from ``optim.param_groups`` (layer-wise lr
+        decay); the returned value is the unscaled schedule lr (what the logs report).
+        """
         lr = self.lr_at(num_updates)
         for group in optimizer.param_groups:
             group["lr"] = lr * group.get("lr_scale", 1.0)
