@@ -31,7 +31,7 @@ LabelKind = Literal["frame", "sequence", "utterance"]
 
 @dataclass(frozen=True)
 class LabelSpec:
-    """One label file to load beside the audio.
+    """One label file to load beside a manifest's items.
 
     Attributes:
         path: the label file (one line per manifest row).

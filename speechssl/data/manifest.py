@@ -1,6 +1,8 @@
 """The on-disk data formats shared by every stage (fairseq-compatible).
 
 - Manifest ``<split>.tsv``: first line the root directory, then ``relative/path.wav<TAB>num_samples``.
+  Image, video and point-set manifests use the same format with the size in their own unit
+  (pixels, frames, points; see :mod:`speechssl.data.files`).
 - Label file ``<split>.<label>``: one line per manifest row (``.km`` unit ids, ``.ltr``, ``.wrd``,
   ``.phn``, ``.spk``, ``.kw``, ``.intent``, ``.topic``, ``.phn_ali``, ...).
 - Dictionary ``dict.<label>.txt``: ``symbol count`` per line, index = line number.
@@ -28,12 +30,13 @@ class FormatError(ValueError):
 
 @dataclass
 class Manifest:
-    """A manifest: audio files (relative to ``root``) and their lengths in samples.
+    """A manifest: files (relative to ``root``) and their sizes (audio: lengths in samples).
 
     Attributes:
         root: directory the relative paths are resolved against.
-        paths: relative paths, one per utterance.
-        sizes: number of samples of each file (at 16 kHz).
+        paths: relative paths, one per utterance (or image, video, point set).
+        sizes: number of samples of each file (at 16 kHz); for the other kinds, the size in
+            their unit (:mod:`speechssl.data.files`).
         source: the file it was read from, if any (used in error messages).
     """
 
@@ -46,7 +49,7 @@ class Manifest:
         return len(self.paths)
 
     def audio_path(self, index: int) -> Path:
-        """Absolute path of utterance ``index``."""
+        """Absolute path of utterance (or file) ``index``."""
         return self.root / self.paths[index]
 
     def ids(self) -> list[str]:
