@@ -2,7 +2,10 @@
 
 The Trainer stores ``{"model": <state dict of the training module>, "upstream": {"method": ...,
 "config": {...}, "prefix": "<submodule prefix of the upstream>"}, ...}``. Only the tensors
-under ``prefix`` are taken; optimizer, scheduler and RNG states are ignored.
+under ``prefix`` are taken; optimizer, scheduler and RNG states are ignored. Modules a Task
+freezes by reference (teachers) are not in ``model`` but listed in ``frozen`` (``{name:
+{"reference", "sha256"}}``); a frozen module inside the upstream cannot be rebuilt from the
+checkpoint alone, which is an error naming it.
 """
 from __future__ import annotations
 
@@ -42,6 +45,14 @@ def read_training_checkpoint(path: str | Path, obj: dict[str, Any]) -> WeightsRe
     prefix = str(up["prefix"] or "")
     if prefix and not prefix.endswith("."):
         prefix += "."
+    frozen = obj.get("frozen") or {}
+    by_reference = {n: e.get("reference") for n, e in frozen.items() if isinstance(e, dict) and e.get("reference")}
+    inside = sorted(n for n in by_reference if (str(n) + ".").startswith(prefix))
+    if inside:
+        ref = by_reference[inside[0]]
+        raise HubError(f"{path}: the upstream (prefix {prefix!r}) contains frozen module {inside[0]!r}, stored "
+                       f"by reference ({ref!r}), not in this checkpoint; load the model directory the training "
+                       "run exports, or the reference itself")
     state = {k[len(prefix):]: v for k, v in model_sd.items()
              if k.startswith(prefix) and isinstance(v, torch.Tensor)}
     if not state:
