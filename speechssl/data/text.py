@@ -53,7 +53,8 @@ def read_lines(path: str | Path) -> list[str]:
         try:
             out.append(line.decode("utf-8").rstrip("\r"))
         except UnicodeDecodeError as exc:
-            raise FormatError(f"{path}:{lineno}: not valid UTF-8 (byte {exc.start}: {line[exc.start:exc.start + 4]!r})") from None
+            bad = line[exc.start:exc.start + 4]
+            raise FormatError(f"{path}:{lineno}: not valid UTF-8 (byte {exc.start}: {bad!r})") from None
     return out
 
 

@@ -19,7 +19,8 @@ def test_example_images_are_deterministic_and_load(tmp_path):
     shapes = write_example_images(tmp_path / "a", per_split=3, seed=1)
     write_example_images(tmp_path / "b", per_split=3, seed=1)
     for i in range(3):
-        assert (tmp_path / "a" / f"img/train{i}.png").read_bytes() == (tmp_path / "b" / f"img/train{i}.png").read_bytes()
+        rel = f"img/train{i}.png"
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes()
     ds = ImageDataset(tmp_path / "a" / "train.tsv", size=16)
     assert len(ds) == 3 and ds[0]["image"].shape == (3, 16, 16)
     assert all(24 <= h <= 40 and 24 <= w <= 40 for h, w in shapes["valid"])
