@@ -15,32 +15,23 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechssl.data.base import SizedDataset
 from speechssl.train import Task, TrainerConfig
 from speechssl.train.config import OptimConfig, ScheduleConfig
+from tests.train.items import RandomItems, stack
 
 DIM, EMB, TAU = 6, 5, 0.1
 B = 4  # items per rank and batch
 
 
-class PairItems(SizedDataset):
+class PairItems(RandomItems):
     """``n`` items ``{"x": (DIM,), "x2": (DIM,)}``: a random vector and a noisy copy of it."""
 
     def __init__(self, n: int, seed: int) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(n, DIM, generator=g)
-        self.x2 = self.x + 0.3 * torch.randn(n, DIM, generator=g)
-        self.sizes = [1] * n
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"x": self.x[i], "x2": self.x2[i]}
+        super().__init__(n, seed, x=(DIM,), x2=(DIM,))
+        self.data["x2"] = self.data["x"] + 0.3 * self.data["x2"]
 
 
-def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {k: torch.stack([it[k] for it in items]) for k in ("x", "x2")}
+collate = stack
 
 
 def items(ds: PairItems, lo: int, hi: int) -> dict[str, torch.Tensor]:

@@ -10,12 +10,13 @@ import torch
 from torch import nn
 
 from speechssl._hub.checkpoint import read_training_checkpoint
-from speechssl.data.base import SizedDataset
 from speechssl.data.multisource import MultiSourceBatchSampler, MultiSourceDataset
 from speechssl.train import PretrainContext, Task, Trainer, TrainerConfig
 from speechssl.train.config import OptimConfig, ScheduleConfig
 from speechssl.train.frozen import tensor_sha256
 from speechssl.train.optim import param_groups
+from tests.train.items import RandomItems
+from tests.train.items import stack as _stack
 from tests.train.tiny_task import TinyTask, TinyTaskConfig
 
 
@@ -27,22 +28,8 @@ def _cfg(**kw: Any) -> TrainerConfig:
     return TrainerConfig(**base)
 
 
-class _Items(SizedDataset):
-    def __init__(self, n: int, seed: int, dim: int = 4) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(n, dim, generator=g)
-        self.y = torch.randn(n, dim, generator=g)
-        self.sizes = [1] * n
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"x": self.x[i], "y": self.y[i]}
-
-
-def _stack(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    return {k: torch.stack([it[k] for it in items]) for k in items[0]}
+def _Items(n: int, seed: int) -> RandomItems:
+    return RandomItems(n, seed, x=(4,), y=(4,))
 
 
 class _Blocks(nn.Module):
@@ -72,7 +59,7 @@ class _BlocksTask(Task):
     def build_model(self) -> nn.Module:
         return _Blocks()
 
-    def dataset(self, split: str) -> _Items:
+    def dataset(self, split: str) -> RandomItems:
         return _Items(16, seed=0)
 
     def collate(self, items):
@@ -224,7 +211,7 @@ class _DistillTask(Task):
     def frozen_modules(self, model: nn.Module) -> dict[str, str | None]:
         return {"teacher": f"test:teacher-v{self.version}", "ema": None}
 
-    def dataset(self, split: str) -> _Items:
+    def dataset(self, split: str) -> RandomItems:
         return _Items(16, seed=0)
 
     def collate(self, items):
@@ -351,3 +338,15 @@ def test_multi_source_dataset_gets_one_source_per_batch(tmp_path):
     # a: 12 items -> 4 batches of 3, b: 6 items x proportion 2 -> 4 batches
     assert sorted(task.sources_seen) == ["a"] * 4 + ["b"] * 4
     assert task.sources_seen == trainer.train_sampler.sources(1)
+
+
+def test_train_reexports_the_data_layers_sized_dataset_and_context_is_frozen():
+    import speechssl.data.base
+    import speechssl.train
+    import speechssl.train.task
+
+    assert speechssl.train.SizedDataset is speechssl.train.task.SizedDataset is speechssl.data.base.SizedDataset
+    ctx = PretrainContext(method="hubert", model={"dim": 4})
+    assert ctx.seed == 0
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        ctx.seed = 1  # type: ignore[misc]

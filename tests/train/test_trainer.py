@@ -11,11 +11,12 @@ import yaml
 from torch import nn
 
 from speechssl.config import to_dict
-from speechssl.train import NonFiniteLossError, PretrainContext, SizedDataset, Task, Trainer, TrainerConfig
+from speechssl.train import NonFiniteLossError, PretrainContext, Task, Trainer, TrainerConfig
 from speechssl.train.checkpoint import numbered_checkpoints
 from speechssl.train.config import OptimConfig, ScheduleConfig
 from speechssl.train.device import move_to_device
 from tests.train.conftest import train_records
+from tests.train.items import RandomItems
 from tests.train.tiny_task import TinyModelConfig, TinyTask, TinyTaskConfig
 
 
@@ -54,18 +55,8 @@ class _Linear(nn.Module):
         return self.lin(x)
 
 
-class _Items(SizedDataset):
-    def __init__(self, n: int, seed: int) -> None:
-        g = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(n, 4, generator=g)
-        self.y = torch.randn(n, 3, generator=g)
-        self.sizes = [1] * n
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
-        return {"x": self.x[i], "y": self.y[i]}
+def _Items(n: int, seed: int) -> RandomItems:
+    return RandomItems(n, seed, x=(4,), y=(3,))
 
 
 class LinearTask(Task):
@@ -78,7 +69,7 @@ class LinearTask(Task):
     def build_model(self) -> nn.Module:
         return _Linear()
 
-    def dataset(self, split: str) -> _Items:
+    def dataset(self, split: str) -> RandomItems:
         return _Items(16, seed=0 if split == "train" else 1)
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
