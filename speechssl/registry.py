@@ -99,6 +99,8 @@ class Method:
             ``directory`` and returns the ``task_config_cls`` instance that pretrains
             :attr:`smallest_preset` on it for a few updates (the contract tests run it). None
             only for methods without a pretraining task.
+        smallest: the preset that trains in seconds on a CPU (None: ``"tiny"`` if present, else
+            the first preset).
     """
 
     name: str
@@ -112,6 +114,7 @@ class Method:
     modality: str = "audio"
     input_kind: str = "waveform"
     example: Callable[[Path], Any] | None = None
+    smallest: str | None = None
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -125,12 +128,17 @@ class Method:
                              f"{_KIND_MODALITY[self.input_kind]} input, not {self.modality}")
         if (self.task_cls is None) != (self.task_config_cls is None):
             raise ValueError(f"method {self.name!r}: give both task_cls and task_config_cls, or neither")
+        if self.smallest is not None and self.smallest not in self.presets:
+            raise ValueError(f"method {self.name!r}: smallest={self.smallest!r} is not one of its presets "
+                             f"({', '.join(self.presets)})")
 
     @property
     def smallest_preset(self) -> str:
-        """``"tiny"`` when the method has it, else its first preset."""
+        """:attr:`smallest`, else ``"tiny"`` when the method has it, else its first preset."""
         if not self.presets:
             raise RegistryError(f"method {self.name!r} has no presets")
+        if self.smallest is not None:
+            return self.smallest
         return "tiny" if "tiny" in self.presets else next(iter(self.presets))
 
     def require_modality(self, modality: str | tuple[str, ...], what: str) -> None:

@@ -100,3 +100,11 @@ def test_pretrain_refuses_a_method_without_a_task(image_method, tmp_path, capsys
     assert main(["pretrain", "--method", "test-modality-image", "--preset", "tiny",
                  "--exp-dir", str(tmp_path / "exp")]) != 0
     assert "has no pretraining task" in capsys.readouterr().err
+
+
+def test_smallest_preset_is_declared_or_tiny():
+    assert get_method("ssamba").smallest_preset == "nano"
+    assert get_method("hubert").smallest_preset == "tiny"
+    with pytest.raises(ValueError, match="smallest='huge' is not one of its presets"):
+        Method(name="x", config_cls=_PatchConfig, model_cls=_PatchModel, presets={"tiny": _PatchConfig},
+               smallest="huge")

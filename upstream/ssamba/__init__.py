@@ -23,6 +23,7 @@ METHOD = Method(
     presets=PRESETS,
     task_cls=SsambaPretrainTask,
     example=write_example,
+    smallest="nano",
     task_config_cls=SsambaTaskConfig,
     description="SSAMBA: masked fbank-patch modelling (InfoNCE + MSE) on bidirectional Mamba blocks",
 )
