@@ -173,6 +173,10 @@ def _sizes(config: dict[str, Any], prefix: str = "") -> dict[str, int]:
 
 
 def _preset_of(method: str, config: dict[str, Any]) -> str | None:
+    try:  # compare complete configs: one written by an older version may lack newer fields
+        config = to_dict(build_config(method, config, method))
+    except HubError:
+        return None
     for name, make in get_method(method).presets.items():
         try:
             if to_dict(make()) == config:

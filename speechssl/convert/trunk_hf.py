@@ -166,6 +166,9 @@ def speechssl_config_to_hf(config: TrunkConfig, *, model_type: str = "hubert") -
     if model_type not in TRUNK_MODEL_TYPES:
         raise ValueError(f"model_type must be one of {', '.join(TRUNK_MODEL_TYPES)}, got {model_type!r}")
     c = config
+    if tuple(c.encoder_position) != ("conv",):
+        raise ValueError(f"encoder_position={tuple(c.encoder_position)}: transformers' HuBERT / wav2vec 2.0 have "
+                         "only the convolutional position embedding")
     if c.conv_feature_layers[-1][0] == c.encoder_embed_dim:
         raise ValueError("conv channels equal encoder_embed_dim, so this model has no post_extract_proj; "
                          "transformers always has one, so it cannot be expressed exactly")

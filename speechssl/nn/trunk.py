@@ -61,6 +61,10 @@ class TrunkConfig:
     layer_norm_eps: float = 1e-5  # epsilon of the transformer LayerNorms
     conv_pos: int = 128  # width (frames) of the convolutional position embedding
     conv_pos_groups: int = 16  # groups of the convolutional position embedding
+    # position modules of the transformer (speechssl.nn.transformer): conv, sinusoidal, relative
+    # (SpeechT5's relative keys), any combination; ("conv",) is wav2vec 2.0 / HuBERT
+    encoder_position: tuple[str, ...] = ("conv",)
+    max_relative_distance: int = 160  # clamp of the "relative" position distances (frames)
 
     # --- dropout ------------------------------------------------------------------------
     dropout: float = 0.1  # on sub-block outputs and after the position embedding
@@ -103,6 +107,12 @@ class TrunkConfig:
         if self.encoder_embed_dim % self.conv_pos_groups:
             raise ValueError(f"encoder_embed_dim ({self.encoder_embed_dim}) must be divisible by "
                              f"conv_pos_groups ({self.conv_pos_groups})")
+        known = {"conv", "sinusoidal", "relative", "none"}
+        if not self.encoder_position or not set(self.encoder_position) <= known:
+            raise ValueError(f"encoder_position must name some of {', '.join(sorted(known))}, "
+                             f"got {tuple(self.encoder_position)}")
+        if self.max_relative_distance < 1:
+            raise ValueError(f"max_relative_distance must be >= 1, got {self.max_relative_distance}")
         if self.encoder_layers < 1:
             raise ValueError(f"encoder_layers must be >= 1, got {self.encoder_layers}")
         if not self.conv_feature_layers:
@@ -187,7 +197,8 @@ class Wav2Vec2Trunk(nn.Module):
             dropout=config.dropout, attention_dropout=config.attention_dropout,
             activation_dropout=config.activation_dropout, activation_fn=config.activation_fn,
             layer_norm_first=config.layer_norm_first, layer_norm_eps=config.layer_norm_eps,
-            layerdrop=config.encoder_layerdrop, conv_pos=config.conv_pos, conv_pos_groups=config.conv_pos_groups)
+            layerdrop=config.encoder_layerdrop, conv_pos=config.conv_pos, conv_pos_groups=config.conv_pos_groups,
+            position=tuple(config.encoder_position), max_relative_distance=config.max_relative_distance)
         self.downsample_rate: int = config.downsample_rate
         self.hidden_sizes: list[int] = [D] * (config.encoder_layers + 1)
 
