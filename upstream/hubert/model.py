@@ -1,27 +1,26 @@
 """HuBERT: the upstream encoder (:class:`HubertModel`) and its pretraining head (:class:`HubertPretrainModel`).
 
 The upstream is the shared wav2vec 2.0 / HuBERT trunk (:class:`speechssl.nn.trunk.Wav2Vec2Trunk`;
-data flow and padding rules are documented there). :class:`HubertPretrainModel` holds it under
-``upstream.`` and adds ``final_proj``, ``label_embs_concat`` (and ``target_glu``), so a fairseq
-HuBERT state dict maps to it by renaming only.
+data flow and padding rules are documented there). :class:`HubertPretrainModel` is the shared
+masked unit-prediction model (:class:`speechssl.nn.unit_prediction.UnitPredictionModel`) on
+:class:`HubertModel`: it holds the upstream under ``upstream.`` and adds ``final_proj``,
+``label_embs_concat`` (and ``target_glu``), so a fairseq HuBERT state dict maps to it by renaming only.
 """
 from __future__ import annotations
 
-from fractions import Fraction
-from typing import Sequence, TypedDict
+from typing import Sequence
 
-import torch
-from torch import nn
-
-from speechssl.nn.lengths import padding_mask
-from speechssl.nn.losses import cosine_logits
 from speechssl.nn.trunk import TrunkFeatures, Wav2Vec2Trunk, normalize_waveform
+from speechssl.nn.unit_prediction import UnitPredictionModel, UnitPredictionOutput
 from speechssl.upstream.hubert.config import HubertConfig
 
 __all__ = ["HubertModel", "HubertFeatures", "HubertPretrainModel", "HubertPretrainOutput", "normalize_waveform"]
 
 #: What :meth:`HubertModel.extract_features` returns (the trunk's features).
 HubertFeatures = TrunkFeatures
+
+#: What :meth:`HubertPretrainModel.forward` returns (see :class:`UnitPredictionOutput` for the keys).
+HubertPretrainOutput = UnitPredictionOutput
 
 
 class HubertModel(Wav2Vec2Trunk):
@@ -42,32 +41,13 @@ class HubertModel(Wav2Vec2Trunk):
         return cls(config)
 
 
-class HubertPretrainOutput(TypedDict):
-    """What :meth:`HubertPretrainModel.forward` returns (a dict, so DDP can find its tensors).
-
-    Keys:
-        logits_masked / logits_unmasked: per label set, ``(N, K_i)`` float32 cosine logits / temperature
-            of the masked / unmasked valid frames (empty lists when skipped).
-        targets_masked / targets_unmasked: per label set, ``(N,)`` int64 class ids.
-        features_pen: scalar, mean squared conv feature over valid frames.
-        mask_indices: ``(B, T)`` bool.
-        lengths: ``(B,)`` label-aligned valid frames.
-    """
-
-    logits_masked: list[torch.Tensor]
-    targets_masked: list[torch.Tensor]
-    logits_unmasked: list[torch.Tensor]
-    targets_unmasked: list[torch.Tensor]
-    features_pen: torch.Tensor
-    mask_indices: torch.Tensor
-    lengths: torch.Tensor
-
-
-class HubertPretrainModel(nn.Module):
-    """HuBERT with its masked-prediction head: ``upstream`` + ``final_proj`` + ``label_embs_concat``.
+class HubertPretrainModel(UnitPredictionModel):
+    """HuBERT with its masked-prediction head: ``upstream`` (:class:`HubertModel`) + ``final_proj`` +
+    ``label_embs_concat``.
 
     Each frame's final hidden state is projected (``final_proj``) and compared by cosine similarity
-    with one embedding per class of each label set; logits are divided by ``logit_temp``.
+    with one embedding per class of each label set; logits are divided by ``logit_temp``. Forward
+    and shapes: :meth:`speechssl.nn.unit_prediction.UnitPredictionModel.forward`.
 
     Args:
         config: the model config.
@@ -77,104 +57,10 @@ class HubertPretrainModel(nn.Module):
         sample_rate: audio sample rate.
     """
 
+    upstream_cls = HubertModel
+    upstream: HubertModel
+    config: HubertConfig
+
     def __init__(self, config: HubertConfig, num_classes: Sequence[int], label_rates: Sequence[float],
                  sample_rate: int = 16000) -> None:
-        super().__init__()
-        if len(num_classes) == 0:
-            raise ValueError("num_classes is empty: give the dictionary size of each label set")
-        if len(label_rates) != len(num_classes):
-            raise ValueError(f"got {len(label_rates)} label rates for {len(num_classes)} label sets")
-        if min(num_classes) < 1 or min(label_rates) <= 0:
-            raise ValueError(f"num_classes and label_rates must be positive, got {list(num_classes)}, "
-                             f"{list(label_rates)}")
-        self.upstream = HubertModel(config)
-        self.config = config
-        self.num_classes = [int(k) for k in num_classes]
-        self.label_rates = [float(r) for r in label_rates]
-        D = config.encoder_embed_dim
-        final_dim = config.final_dim if config.final_dim > 0 else D
-        n = len(self.num_classes)
-        self.final_proj = nn.Linear(D, final_dim * n) if config.untie_final_proj else nn.Linear(D, final_dim)
-        self.target_glu = (nn.Sequential(nn.Linear(final_dim, final_dim * 2), nn.GLU())
-                           if config.target_glu else None)
-        self.label_embs_concat = nn.Parameter(torch.empty(sum(self.num_classes), final_dim).uniform_())
-        # label frames per model frame, exact: label_rate * downsample_rate / sample_rate
-        self._ratios = [Fraction(r).limit_denominator(10_000) * config.downsample_rate / sample_rate
-                        for r in self.label_rates]
-
-    def _align_targets(self, targets: Sequence[torch.Tensor], target_lengths: Sequence[torch.Tensor],
-                       T: int, frame_lengths: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Pick the label of each model frame; frames whose label is missing become padding.
-
-        Returns:
-            per label set ``(B, T)`` class ids, and ``(B,)`` frames that have every label.
-        """
-        if len(targets) != len(self.num_classes) or len(target_lengths) != len(targets):
-            raise ValueError(f"expected {len(self.num_classes)} target tensors and as many length tensors, "
-                             f"got {len(targets)} and {len(target_lengths)}")
-        device = frame_lengths.device
-        lengths = frame_lengths
-        steps = torch.arange(T, device=device)
-        indices = []
-        for tlen, ratio in zip(target_lengths, self._ratios):
-            p, q = ratio.numerator, ratio.denominator
-            # frame t reads label floor(t * p / q), which exists iff t < ceil(len * q / p)
-            lengths = torch.minimum(lengths, torch.div(tlen.to(device) * q + p - 1, p, rounding_mode="floor"))
-            indices.append(torch.div(steps * p, q, rounding_mode="floor"))
-        valid = ~padding_mask(lengths, T)
-        aligned = []
-        for i, (tgt, idx) in enumerate(zip(targets, indices)):
-            idx = idx.clamp(max=max(tgt.shape[1] - 1, 0)).unsqueeze(0).expand(tgt.shape[0], -1)
-            a = tgt.gather(1, idx) if tgt.shape[1] else tgt.new_zeros(tgt.shape[0], T)
-            a = a.masked_fill(~valid, 0)  # (B, T)
-            if a.numel() and (int(a.min()) < 0 or int(a.max()) >= self.num_classes[i]):
-                raise ValueError(f"label set {i}: class ids must be in [0, {self.num_classes[i]}), found "
-                                 f"{int(a.min())}..{int(a.max())}; does the dictionary match the labels?")
-            aligned.append(a)
-        return aligned, lengths
-
-    def _logits(self, x: torch.Tensor, i: int, embs: torch.Tensor) -> torch.Tensor:
-        if self.target_glu is not None:
-            embs = self.target_glu(embs)
-        return cosine_logits(x, embs, self.config.logit_temp)  # (N, K_i) float32
-
-    def _predict(self, x: torch.Tensor, sel: torch.Tensor, targets: list[torch.Tensor]
-                 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        proj = self.final_proj(x[sel])  # (N, final_dim * n) or (N, final_dim)
-        n = len(self.num_classes)
-        projs = proj.chunk(n, dim=-1) if self.config.untie_final_proj else [proj] * n
-        embs = self.label_embs_concat.split(self.num_classes, 0)
-        logits = [self._logits(p, i, e) for i, (p, e) in enumerate(zip(projs, embs))]
-        return logits, [t[sel] for t in targets]
-
-    def forward(self, source: torch.Tensor, lengths: torch.Tensor, targets: Sequence[torch.Tensor],
-                target_lengths: Sequence[torch.Tensor], *, mask: bool | torch.Tensor = True,
-                generator: torch.Generator | None = None) -> HubertPretrainOutput:
-        """Masked prediction of frame labels.
-
-        Args:
-            source: ``(B, S)`` 16 kHz samples, right-padded.
-            lengths: ``(B,)`` valid samples.
-            targets: per label set, ``(B, T_i)`` int64 class ids at that set's label rate (padding any value).
-            target_lengths: per label set, ``(B,)`` valid labels.
-            mask: True samples a time mask; a ``(B, T)`` bool tensor fixes it; False disables masking.
-            generator: CPU generator for the mask (None: torch's global RNG).
-        """
-        features, frame_lengths = self.upstream.forward_features(source, lengths)
-        B, T, _ = features.shape
-        aligned, frame_lengths = self._align_targets(targets, target_lengths, T, frame_lengths)
-        valid = ~padding_mask(frame_lengths, T)  # (B, T)
-        n_valid = valid.sum().clamp(min=1) * features.shape[-1]
-        features_pen = (features.float().pow(2) * valid.unsqueeze(-1)).sum() / n_valid
-        out = self.upstream.encode(features, frame_lengths, mask=mask, generator=generator)
-        x = out.hidden_states[-1]  # (B, T, D)
-        mask_indices = out.mask_indices if out.mask_indices is not None else torch.zeros_like(valid)
-        result: HubertPretrainOutput = {
-            "logits_masked": [], "targets_masked": [], "logits_unmasked": [], "targets_unmasked": [],
-            "features_pen": features_pen, "mask_indices": mask_indices, "lengths": frame_lengths,
-        }
-        if not self.config.skip_masked:
-            result["logits_masked"], result["targets_masked"] = self._predict(x, valid & mask_indices, aligned)
-        if not self.config.skip_nomask:
-            result["logits_unmasked"], result["targets_unmasked"] = self._predict(x, valid & ~mask_indices, aligned)
-        return result
+        super().__init__(config, num_classes, label_rates, sample_rate=sample_rate)
