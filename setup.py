@@ -64,6 +64,7 @@ setup(
         # Each entry point names a speechssl.registry.Method / DownstreamTask object.
         "speechssl.upstream": [
             "hubert = speechssl.upstream.hubert:METHOD",
+            "hubertopic = speechssl.upstream.hubertopic:METHOD",
             "ssamba = speechssl.upstream.ssamba:METHOD",
             "wav2vec2 = speechssl.upstream.wav2vec2:METHOD",
         ],
