@@ -20,7 +20,18 @@ Positions (``position``), computed once per forward and shared by the layers:
   ``score(i, j) = ((q_i + u) · k_j + (q_i + v) · W_pos R[i - j]) / sqrt(Dh)``.
 * ``"rotary"`` — rotary embedding applied, as in wav2vec2-conformer and fairseq, to the layer
   input *before* the query/key projections (values are not rotated).
+* ``"relative_key"`` — Shaw et al. (2018) clipped relative keys, as transformers'
+  ``Wav2Vec2BertModel`` (``position_embeddings_type="relative_key"``, w2v-BERT 2.0): each layer
+  learns a table ``distance_embedding`` of ``left + right + 1`` rows of width ``Dh``; with
+  ``d = clamp(j - i, -left, right)`` (key ``j`` right of query ``i`` is positive),
+  ``score(i, j) = (q_i · k_j + q_i · E[d + left]) / sqrt(Dh)``.
 * ``"none"``.
+
+Layouts. The default block is wav2vec2-conformer's. w2v-BERT 2.0 (transformers
+``Wav2Vec2BertModel``) differs in three switches: ``position="relative_key"``,
+``conv_causal=True`` (the depthwise convolution is padded by ``K - 1`` frames on the left only,
+so frame ``t`` reads frames ``t - K + 1 .. t``) with ``conv_norm="layer_norm"``, and
+``encoder_layer_norm=False`` (no LayerNorm after the last layer).
 
 Padding. ``key_padding_mask``/``lengths`` mark padded frames; no query attends to them. The
 depthwise convolution would read padded frames of a batch row (transformers'
@@ -37,7 +48,8 @@ Parameter names follow fairseq's ``ConformerEncoderLayer``: ``ffn1.layer_norm``,
 ``ffn1.w_2``, ``self_attn_layer_norm``, ``self_attn.linear_{q,k,v,out,pos}``,
 ``self_attn.pos_bias_{u,v}``, ``conv_module.{layer_norm,pointwise_conv1,depthwise_conv,batch_norm,
 pointwise_conv2}`` (``depthwise_layer_norm`` instead of ``batch_norm`` with ``conv_norm="layer_norm"``),
-``ffn2.*``, ``final_layer_norm``; the encoder adds ``layers.{i}`` and ``layer_norm``.
+``self_attn.distance_embedding`` (``"relative_key"``), ``ffn2.*``, ``final_layer_norm``; the encoder
+adds ``layers.{i}`` and ``layer_norm`` (absent with ``encoder_layer_norm=False``).
 """
 from __future__ import annotations
 
@@ -54,8 +66,8 @@ from speechssl.nn.position import apply_rotary, rotary_tables, transformer_xl_ta
 __all__ = ["ConformerPosition", "MaskedBatchNorm1d", "ConformerFeedForward", "ConformerConvModule",
            "ConformerSelfAttention", "ConformerEncoderLayer", "ConformerEncoder"]
 
-ConformerPosition = Literal["rel_pos", "rotary", "none"]
-_POSITIONS = ("rel_pos", "rotary", "none")
+ConformerPosition = Literal["rel_pos", "rotary", "relative_key", "none"]
+_POSITIONS = ("rel_pos", "rotary", "relative_key", "none")
 
 
 class MaskedBatchNorm1d(nn.BatchNorm1d):
@@ -134,21 +146,25 @@ class ConformerConvModule(nn.Module):
         dropout: on the output.
         bias: biases on the three convolutions (False in wav2vec2-conformer).
         layer_norm_eps: LayerNorm epsilon.
+        causal: pad the depthwise convolution by ``K - 1`` frames on the left only (w2v-BERT 2.0,
+            transformers ``Wav2Vec2BertConvolutionModule``) instead of ``(K - 1) / 2`` on each side.
     """
 
     def __init__(self, dim: int, kernel_size: int = 31, *, norm: Literal["batch_norm", "layer_norm"] = "batch_norm",
                  activation_fn: str = "swish", dropout: float = 0.0, bias: bool = False,
-                 layer_norm_eps: float = 1e-5) -> None:
+                 layer_norm_eps: float = 1e-5, causal: bool = False) -> None:
         super().__init__()
         if kernel_size % 2 == 0:
             raise ValueError(f"depthwise kernel_size must be odd for 'same' padding, got {kernel_size}")
         if norm not in ("batch_norm", "layer_norm"):
             raise ValueError(f"conv norm: unknown {norm!r}; choose 'batch_norm' or 'layer_norm'")
         self.norm = norm
+        self.causal = causal
         self.layer_norm = nn.LayerNorm(dim, eps=layer_norm_eps)
         self.pointwise_conv1 = nn.Conv1d(dim, 2 * dim, 1, bias=bias)
         self.glu = nn.GLU(dim=1)
-        self.depthwise_conv = nn.Conv1d(dim, dim, kernel_size, padding=(kernel_size - 1) // 2, groups=dim, bias=bias)
+        self.depthwise_conv = nn.Conv1d(dim, dim, kernel_size, padding=0 if causal else (kernel_size - 1) // 2,
+                                        groups=dim, bias=bias)
         if norm == "batch_norm":
             self.batch_norm = MaskedBatchNorm1d(dim)
         else:
@@ -162,6 +178,8 @@ class ConformerConvModule(nn.Module):
         y = self.glu(self.pointwise_conv1(self.layer_norm(x).transpose(1, 2)))  # (B, D, T)
         if key_padding_mask is not None:
             y = y.masked_fill(key_padding_mask.unsqueeze(1), 0.0)  # the depthwise conv must not read padding
+        if self.causal:
+            y = nn.functional.pad(y, (self.depthwise_conv.kernel_size[0] - 1, 0))  # (B, D, T + K - 1)
         y = self.depthwise_conv(y)  # (B, D, T)
         if self.norm == "batch_norm":
             y = self.batch_norm(y, key_padding_mask)
@@ -178,12 +196,14 @@ class ConformerSelfAttention(nn.Module):
         dim: ``D`` (divisible by ``num_heads``).
         num_heads: ``H``.
         position: ``"rel_pos"`` (parameters ``linear_pos``, ``pos_bias_u``, ``pos_bias_v``),
-            ``"rotary"`` or ``"none"``.
+            ``"rotary"``, ``"relative_key"`` (parameter ``distance_embedding``) or ``"none"``.
         dropout: on the attention probabilities.
+        left_max_distance, right_max_distance: ``"relative_key"`` clipping of ``j - i`` to
+            ``[-left, right]`` (transformers ``left/right_max_position_embeddings``, 64 and 8).
     """
 
     def __init__(self, dim: int, num_heads: int, *, position: ConformerPosition = "rel_pos",
-                 dropout: float = 0.0) -> None:
+                 dropout: float = 0.0, left_max_distance: int = 64, right_max_distance: int = 8) -> None:
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f"dim ({dim}) must be divisible by num_heads ({num_heads})")
@@ -202,6 +222,25 @@ class ConformerSelfAttention(nn.Module):
             self.pos_bias_v = nn.Parameter(torch.empty(num_heads, self.head_dim))
             nn.init.xavier_uniform_(self.pos_bias_u)
             nn.init.xavier_uniform_(self.pos_bias_v)
+        if position == "relative_key":
+            if left_max_distance < 0 or right_max_distance < 0:
+                raise ValueError(f"relative_key clipping distances must be >= 0, got left={left_max_distance}, "
+                                 f"right={right_max_distance}")
+            self.left_max_distance, self.right_max_distance = left_max_distance, right_max_distance
+            self.distance_embedding = nn.Embedding(left_max_distance + right_max_distance + 1, self.head_dim)
+
+    def _relative_key_bias(self, q: torch.Tensor) -> torch.Tensor:
+        """``(B, H, T, Dh)`` queries → ``(B, H, T, T)`` Shaw bias ``q_i · E[clamp(j - i) + left] / sqrt(Dh)``.
+
+        Computed as ``q @ E^T`` over the ``left + right + 1`` table rows, then gathered, so memory
+        stays ``O(T · (left + right))`` rather than ``O(T² · Dh)``.
+        """
+        B, H, T, _ = q.shape
+        L, R = self.left_max_distance, self.right_max_distance
+        scores = torch.matmul(q, self.distance_embedding.weight.to(q.dtype).t())  # (B, H, T, L + R + 1)
+        pos = torch.arange(T, device=q.device)
+        idx = ((pos[None, :] - pos[:, None]).clamp(-L, R) + L).expand(B, H, T, T)  # (B, H, T, T)
+        return scores.gather(-1, idx) * self.head_dim ** -0.5
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
@@ -216,7 +255,7 @@ class ConformerSelfAttention(nn.Module):
             key_padding_mask: ``(B, T)``, True on padded frames (never attended to).
             pos: ``"rel_pos"``: the table ``(2T - 1, D)`` of :func:`~speechssl.nn.position.transformer_xl_table`;
                 ``"rotary"``: ``(cos, sin)``, each ``(T, Dh)``, of :func:`~speechssl.nn.position.rotary_tables`;
-                ``"none"``: None.
+                ``"relative_key"`` and ``"none"``: None (the table is the layer's own).
 
         Returns:
             ``(B, T, D)``.
@@ -243,6 +282,8 @@ class ConformerSelfAttention(nn.Module):
             idx = (T - 1 - i[:, None] + i[None, :]).expand(B, self.num_heads, T, T)  # row of distance i - j
             bias = bd.gather(-1, idx) * self.head_dim ** -0.5  # (B, H, T, T)
             q = q + self.pos_bias_u.to(q.dtype)[None, :, None, :]
+        elif self.position == "relative_key":
+            bias = self._relative_key_bias(q)
         y = attend(q, k, v, key_padding_mask, bias, self.dropout if self.training else 0.0)
         return self.linear_out(y.transpose(1, 2).reshape(B, T, D))
 
@@ -262,21 +303,26 @@ class ConformerEncoderLayer(nn.Module):
         activation_dropout: after the feed-forward activation.
         activation_fn: feed-forward and convolution-module activation (``"swish"``).
         layer_norm_eps: LayerNorm epsilon.
+        conv_causal: left-only padding of the depthwise convolution (see :class:`ConformerConvModule`).
+        left_max_distance, right_max_distance: ``"relative_key"`` clipping (see :class:`ConformerSelfAttention`).
     """
 
     def __init__(self, dim: int, ffn_dim: int, num_heads: int, *, depthwise_kernel_size: int = 31,
                  position: ConformerPosition = "rel_pos", conv_norm: Literal["batch_norm", "layer_norm"] = "batch_norm",
                  dropout: float = 0.1, attention_dropout: float = 0.0, activation_dropout: float = 0.0,
-                 activation_fn: str = "swish", layer_norm_eps: float = 1e-5) -> None:
+                 activation_fn: str = "swish", layer_norm_eps: float = 1e-5, conv_causal: bool = False,
+                 left_max_distance: int = 64, right_max_distance: int = 8) -> None:
         super().__init__()
         ffn = dict(activation_fn=activation_fn, dropout=dropout, activation_dropout=activation_dropout,
                    layer_norm_eps=layer_norm_eps)
         self.ffn1 = ConformerFeedForward(dim, ffn_dim, **ffn)
         self.self_attn_layer_norm = nn.LayerNorm(dim, eps=layer_norm_eps)
-        self.self_attn = ConformerSelfAttention(dim, num_heads, position=position, dropout=attention_dropout)
+        self.self_attn = ConformerSelfAttention(dim, num_heads, position=position, dropout=attention_dropout,
+                                                left_max_distance=left_max_distance,
+                                                right_max_distance=right_max_distance)
         self.self_attn_dropout = nn.Dropout(dropout)
         self.conv_module = ConformerConvModule(dim, depthwise_kernel_size, norm=conv_norm, activation_fn=activation_fn,
-                                               dropout=dropout, layer_norm_eps=layer_norm_eps)
+                                               dropout=dropout, layer_norm_eps=layer_norm_eps, causal=conv_causal)
         self.ffn2 = ConformerFeedForward(dim, ffn_dim, **ffn)
         self.final_layer_norm = nn.LayerNorm(dim, eps=layer_norm_eps)
 
@@ -305,13 +351,18 @@ class ConformerEncoder(nn.Module):
         layerdrop: probability of skipping each layer while training (never in eval).
         rotary_base: base of the rotary frequencies (``position="rotary"``).
         encoder_layer_norm_eps: epsilon of the encoder LayerNorm (transformers ``layer_norm_eps``).
+        encoder_layer_norm: False: no encoder LayerNorm at all (w2v-BERT 2.0; ``layer_norm_first``
+            is then irrelevant and the last hidden state is the last layer's output).
+        conv_causal, left_max_distance, right_max_distance: see :class:`ConformerEncoderLayer`.
     """
 
     def __init__(self, dim: int, ffn_dim: int, num_layers: int, num_heads: int, *, depthwise_kernel_size: int = 31,
                  position: ConformerPosition = "rel_pos", conv_norm: Literal["batch_norm", "layer_norm"] = "batch_norm",
                  dropout: float = 0.1, attention_dropout: float = 0.0, activation_dropout: float = 0.0,
                  activation_fn: str = "swish", layer_norm_eps: float = 1e-5, layer_norm_first: bool = True,
-                 layerdrop: float = 0.0, rotary_base: float = 10000.0, encoder_layer_norm_eps: float = 1e-5) -> None:
+                 layerdrop: float = 0.0, rotary_base: float = 10000.0, encoder_layer_norm_eps: float = 1e-5,
+                 encoder_layer_norm: bool = True, conv_causal: bool = False, left_max_distance: int = 64,
+                 right_max_distance: int = 8) -> None:
         super().__init__()
         if not 0.0 <= layerdrop < 1.0:
             raise ValueError(f"layerdrop must be in [0, 1), got {layerdrop}")
@@ -324,10 +375,11 @@ class ConformerEncoder(nn.Module):
             ConformerEncoderLayer(dim, ffn_dim, num_heads, depthwise_kernel_size=depthwise_kernel_size,
                                   position=position, conv_norm=conv_norm, dropout=dropout,
                                   attention_dropout=attention_dropout, activation_dropout=activation_dropout,
-                                  activation_fn=activation_fn, layer_norm_eps=layer_norm_eps)
+                                  activation_fn=activation_fn, layer_norm_eps=layer_norm_eps, conv_causal=conv_causal,
+                                  left_max_distance=left_max_distance, right_max_distance=right_max_distance)
             for _ in range(num_layers)
         ])
-        self.layer_norm = nn.LayerNorm(dim, eps=encoder_layer_norm_eps)
+        self.layer_norm = nn.LayerNorm(dim, eps=encoder_layer_norm_eps) if encoder_layer_norm else None
 
     def positions(self, x: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor] | None:
         """The shared position tables for frames ``x`` ``(B, T, D)`` (see :meth:`ConformerSelfAttention.forward`)."""
@@ -364,7 +416,7 @@ class ConformerEncoder(nn.Module):
         pad = None if lengths is None else make_padding_mask(lengths.to(x.device), x.shape[1])
         if pad is not None:
             x = x.masked_fill(pad.unsqueeze(-1), 0.0)
-        if not self.layer_norm_first:
+        if self.layer_norm is not None and not self.layer_norm_first:
             x = self.layer_norm(x)
         x = self.dropout(x)
         pos = self.positions(x)
@@ -373,7 +425,7 @@ class ConformerEncoder(nn.Module):
             skip = self.training and self.layerdrop > 0.0 and float(torch.rand(())) < self.layerdrop
             if not skip:
                 x = layer(x, pad, pos)
-            if self.layer_norm_first and i == num_layers - 1:
+            if self.layer_norm is not None and self.layer_norm_first and i == num_layers - 1:
                 x = self.layer_norm(x)
             hidden.append(x)
         if pad is not None:
