@@ -7,32 +7,34 @@ It shows that a non-speech method is a config, a model and a Task, registered th
 * :class:`ImageMAEConfig` — patch size, width, depth; presets ``tiny`` and ``small``.
 * :class:`ImageMAEModel` — the upstream: ``images (B, C, H, W)`` → one token per patch, through
   a learned position embedding and pre-LN transformer layers of :mod:`speechssl.nn`.
-* :class:`ImageMAETask` — replaces ``mask_ratio`` of each image's patches by a learned mask
-  token and regresses their pixels; the loss is the squared error summed over the pixels of
-  the masked patches, divided by the patch size (so ``sample_size`` = masked patches).
-* :func:`write_example` — the ``Method.example``: writes a tiny synthetic image set (smooth
-  gratings and gradients, ``uint8`` ``.npy`` arrays, no pickle) and returns the task config.
+* :class:`ImageMAETask` — images from :class:`speechssl.data.image.ImageDataset` (seeded random
+  resized crops and flips); replaces ``mask_ratio`` of each image's patches by a learned mask
+  token and regresses their pixels with :func:`speechssl.nn.losses.masked_mse` (per-patch mean
+  squared error summed over the masked patches, which are the ``sample_size``).
+* :func:`write_example` — the ``Method.example``: writes a tiny synthetic image set
+  (:func:`speechssl.data.example.write_example_images`) and returns the task config.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from speechssl.data.base import SizedDataset, item_generator
+from speechssl.data.base import item_generator
+from speechssl.data.example import write_example_images
+from speechssl.data.image import ImageCollater, ImageDataset
+from speechssl.nn.losses import masked_mse
 from speechssl.nn.lengths import num_patches
 from speechssl.nn.transformer import TransformerEncoderLayer
 from speechssl.registry import Method
 from speechssl.train.task import PretrainContext, Task
 
 __all__ = ["NAME", "ImageMAEConfig", "ImageMAEModel", "ImageMAEPretrainModel", "ImageMAETask",
-           "ImageMAETaskConfig", "ImageArrayDataset", "write_example", "PRESETS", "METHOD"]
+           "ImageMAETaskConfig", "MaskedImageDataset", "write_example", "PRESETS", "METHOD"]
 
 NAME = "test-image-mae"
 
@@ -139,82 +141,73 @@ class ImageMAEPretrainModel(nn.Module):
 
 @dataclass
 class ImageMAETaskConfig:
-    """Data and masking of the image task."""
+    """Data, augmentation and masking of the image task."""
 
-    data: str = ""  # directory with <split>.npy: uint8 (N, H, W, C) arrays
+    data: str = ""  # directory with <split>.tsv image-file manifests (speechssl.data.files format)
     mask_ratio: float = 0.5  # fraction of each image's patches to mask
-    flip: bool = True  # random horizontal flips in training (per-item generator)
-    seed: int = 0  # seed of flips and masks (per epoch and item)
+    crop_scale: tuple[float, float] = (0.6, 1.0)  # training: random resized crop area fraction
+    seed: int = 0  # seed of crops and flips (per epoch and item)
+    mask_seed: int = 1  # seed of the patch masks (per epoch and item)
 
 
-class ImageArrayDataset(SizedDataset):
-    """Images of a ``uint8 (N, H, W, C)`` ``.npy`` array as ``float (C, H, W)`` in [0, 1], with a patch mask.
+class MaskedImageDataset(ImageDataset):
+    """:class:`speechssl.data.image.ImageDataset` items plus ``"mask": (N,) bool``, the patches to mask.
 
-    Items: ``{"image": (C, H, W), "mask": (N_patches,) bool, "index": int}``; flips and masks
-    come from :func:`speechssl.data.base.item_generator` (``seed, epoch, index``). Every item
-    costs 1 (``max_tokens`` counts images).
+    The mask is ``round(mask_ratio * N)`` patches drawn from
+    :func:`speechssl.data.base.item_generator` ``(mask_seed, epoch, index)``.
     """
 
-    def __init__(self, path: Path, patch: int, mask_ratio: float, *, flip: bool, seed: int) -> None:
-        if not path.is_file():
-            raise FileNotFoundError(f"image array not found: {path}")
-        array = np.load(path, allow_pickle=False)
-        if array.ndim != 4 or array.dtype != np.uint8:
-            raise ValueError(f"{path}: expected a uint8 (N, H, W, C) array, got {array.dtype} {array.shape}")
-        self.images = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()  # (N, C, H, W) uint8
-        self.grid = (array.shape[1] // patch) * (array.shape[2] // patch)
-        self.num_masked = max(1, round(mask_ratio * self.grid))
-        self.flip, self.seed, self.epoch = flip, seed, 1
-        self.sizes = np.ones(len(array), dtype=np.int64)
+    reserved = ImageDataset.reserved | {"mask"}
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.images)
+    def __init__(self, manifest: Path, *, num_patches: int, mask_ratio: float, mask_seed: int, **kwargs: Any) -> None:
+        super().__init__(manifest, **kwargs)
+        self.grid = num_patches
+        self.num_masked = max(1, round(mask_ratio * num_patches))
+        self.mask_seed = mask_seed
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        gen = item_generator(self.seed, self.epoch, index)
-        image = self.images[index].float() / 255.0
-        if self.flip and bool(torch.rand((), generator=gen) < 0.5):
-            image = image.flip(-1)
+        item = super().__getitem__(index)
+        gen = item_generator(self.mask_seed, self.epoch, index)
         mask = torch.zeros(self.grid, dtype=torch.bool)
         mask[torch.randperm(self.grid, generator=gen)[: self.num_masked]] = True
-        return {"image": image, "mask": mask, "index": index}
+        item["mask"] = mask
+        return item
 
 
 class ImageMAETask(Task):
-    """Masked-patch reconstruction: ``loss = Σ_masked ||pred - patch||² / (p·p·C)``, ``sample_size`` = masked patches."""
+    """Masked-patch reconstruction: ``loss = Σ_masked mean_pixels (pred - patch)²``, ``sample_size`` = masked patches."""
 
     method = NAME
 
     def __init__(self, cfg: ImageMAETaskConfig, ctx: PretrainContext) -> None:
         if not cfg.data:
-            raise ValueError("task.data is empty: the directory with <split>.npy image arrays")
+            raise ValueError("task.data is empty: the directory with <split>.tsv image manifests")
         if not 0.0 < cfg.mask_ratio < 1.0:
             raise ValueError(f"task.mask_ratio must be in (0, 1), got {cfg.mask_ratio}")
         ctx.model.validate()
         self.cfg = cfg
         self.model_cfg = ctx.model
+        self._collater = ImageCollater()
 
     def build_model(self) -> ImageMAEPretrainModel:
         return ImageMAEPretrainModel(self.model_cfg)
 
-    def dataset(self, split: str) -> ImageArrayDataset:
-        return ImageArrayDataset(Path(self.cfg.data) / f"{split}.npy", self.model_cfg.patch, self.cfg.mask_ratio,
-                                 flip=self.cfg.flip and split == "train", seed=self.cfg.seed)
+    def dataset(self, split: str) -> MaskedImageDataset:
+        m = self.model_cfg
+        return MaskedImageDataset(
+            Path(self.cfg.data) / f"{split}.tsv", num_patches=int(num_patches([m.image_size] * 2, m.patch)),
+            mask_ratio=self.cfg.mask_ratio, mask_seed=self.cfg.mask_seed, size=m.image_size,
+            augment=split == "train", scale=self.cfg.crop_scale, channels=m.channels, seed=self.cfg.seed)
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"images": torch.stack([it["image"] for it in items]),  # (B, C, H, W)
-                "mask": torch.stack([it["mask"] for it in items]),  # (B, N)
-                "index": torch.tensor([it["index"] for it in items])}
+        batch = self._collater(items)  # "image": (B, C, S, S)
+        batch["mask"] = torch.stack([it["mask"] for it in items])  # (B, N)
+        return batch
 
     def loss(self, model: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, float, dict[str, float]]:
-        pred, target = model(batch["images"], batch["mask"])
-        mask = batch["mask"]
-        err = (pred.float() - target).pow(2).mean(-1)  # (B, N): per-patch mean squared error
-        loss = err[mask].sum()
-        return loss, float(mask.sum()), {"mse": float(loss.detach())}
+        pred, target = model(batch["image"], batch["mask"])
+        out = masked_mse(pred, target, batch["mask"], reduce_dim="mean")
+        return out.loss, float(out.count), {"mse": float(out.loss.detach())}
 
     def upstream(self, model: nn.Module) -> nn.Module:
         return model.upstream
@@ -223,28 +216,13 @@ class ImageMAETask(Task):
         return self.model_cfg
 
 
-def _synthetic_images(n: int, size: int, channels: int, seed: int) -> np.ndarray:
-    """``uint8 (n, size, size, C)``: random oriented gratings plus a colour gradient (predictable from context)."""
-    gen = np.random.default_rng(seed)
-    yy, xx = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
-    out = np.empty((n, size, size, channels), dtype=np.uint8)
-    for i in range(n):
-        angle, freq, phase = gen.uniform(0, math.pi), gen.uniform(0.2, 0.8), gen.uniform(0, 2 * math.pi)
-        wave = np.sin(freq * (xx * math.cos(angle) + yy * math.sin(angle)) + phase)
-        for c in range(channels):
-            ramp = (xx if c % 2 else yy) / size
-            value = 0.5 + 0.3 * wave * gen.uniform(0.5, 1.0) + 0.2 * (ramp - 0.5)
-            out[i, :, :, c] = np.clip(value * 255, 0, 255).astype(np.uint8)
-    return out
-
-
 def write_example(directory: Path) -> ImageMAETaskConfig:
-    """``Method.example``: 8 train + 4 valid synthetic images of the ``tiny`` preset's size under ``directory``."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    cfg = tiny()
-    np.save(directory / "train.npy", _synthetic_images(8, cfg.image_size, cfg.channels, seed=0), allow_pickle=False)
-    np.save(directory / "valid.npy", _synthetic_images(4, cfg.image_size, cfg.channels, seed=1), allow_pickle=False)
+    """``Method.example``: 8 train + 4 valid synthetic PNGs (24-32 px) and their manifests under ``directory``.
+
+    Returns:
+        the task config that pretrains the ``tiny`` preset (16x16 crops) on them.
+    """
+    write_example_images(directory, per_split=8, min_side=24, max_side=32, seed=0)
     return dataclasses.replace(ImageMAETaskConfig(), data=str(directory))
 
 
