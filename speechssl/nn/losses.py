@@ -26,7 +26,7 @@ from torch.nn import functional as F
 from speechssl.nn.lengths import padding_mask
 
 __all__ = ["PredictionLoss", "LossSum", "DistillationLoss", "cosine_logits", "masked_prediction_loss",
-           "gather_with_grad", "info_nce", "nt_xent", "masked_mse", "layer_distillation"]
+           "gather_with_grad", "gather_rows", "info_nce", "nt_xent", "masked_mse", "layer_distillation"]
 
 Gather = Union[bool, Callable[[torch.Tensor], torch.Tensor]]
 
@@ -130,8 +130,13 @@ class _AllGatherWithGrad(torch.autograd.Function):
         return padded[ctx.rank, : sizes[ctx.rank]], None, None
 
 
-def _gather(x: torch.Tensor, group=None) -> tuple[torch.Tensor, int]:
-    """``(gathered, start)``: every rank's rows in rank order, and where this rank's rows start."""
+def gather_rows(x: torch.Tensor, group=None) -> tuple[torch.Tensor, int]:
+    """:func:`gather_with_grad` and where this rank's rows start in the result.
+
+    Returns:
+        ``(Σ_r n_r, *)`` every rank's rows in rank order, and the index of this rank's first row
+        (``(x, 0)`` without an initialised process group).
+    """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
         return x, 0
     sizes = _row_counts(x, group)
@@ -153,7 +158,7 @@ def gather_with_grad(x: torch.Tensor, group=None) -> torch.Tensor:
     Returns:
         ``(Σ_r n_r, *)`` every rank's rows, in rank order.
     """
-    return _gather(x, group)[0]
+    return gather_rows(x, group)[0]
 
 
 def _place(mask: torch.Tensor, total: int, start: int, fill: bool) -> torch.Tensor:
@@ -210,7 +215,7 @@ def info_nce(queries: torch.Tensor, keys: torch.Tensor, positive_mask: torch.Ten
         queries = F.normalize(queries.float(), dim=-1)
         keys = F.normalize(keys.float(), dim=-1)
     if gather is True:
-        keys, start = _gather(keys)
+        keys, start = gather_rows(keys)
     elif callable(gather):
         keys, start = gather(keys), None
     else:

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from speechssl.nn.losses import gather_rows
+
 __all__ = ["DistInfo", "init_distributed", "resolve_device", "all_reduce_sum", "all_gather_object",
            "all_gather_with_grad", "broadcast_object", "barrier", "is_initialized"]
 
@@ -120,23 +122,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-class _AllGatherGrad(torch.autograd.Function):
-    """``(M, ...)`` on each rank -> ``(W, M, ...)``; the backward sums every rank's gradient of its slice."""
-
-    @staticmethod
-    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
-        parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
-        dist.all_gather(parts, x.contiguous())
-        ctx.rank = dist.get_rank()
-        return torch.stack(parts)
-
-    @staticmethod
-    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, op=dist.ReduceOp.SUM)  # d(sum of every rank's loss) / d(this rank's items)
-        return grad[ctx.rank]
-
-
 def all_gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
     """Every rank's ``x`` concatenated along dim 0 in rank order, differentiable, and this rank's offset.
 
@@ -153,15 +138,4 @@ def all_gather_with_grad(x: torch.Tensor) -> tuple[torch.Tensor, int]:
         ``(sum_r B_r, ...)`` and the index of this rank's first item in it
         (``(x, 0)`` on a single process).
     """
-    if not is_initialized():
-        return x, 0
-    world, rank = dist.get_world_size(), dist.get_rank()
-    count = torch.tensor([x.shape[0]], dtype=torch.int64, device=x.device)
-    counts = [torch.zeros_like(count) for _ in range(world)]
-    dist.all_gather(counts, count)
-    sizes = [int(c) for c in counts]
-    longest = max(sizes)
-    if x.shape[0] < longest:
-        x = torch.cat([x, x.new_zeros((longest - x.shape[0], *x.shape[1:]))])
-    stacked = _AllGatherGrad.apply(x)  # (W, longest, ...)
-    return torch.cat([stacked[r, :n] for r, n in enumerate(sizes)]), sum(sizes[:rank])
+    return gather_rows(x)
