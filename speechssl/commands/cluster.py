@@ -5,6 +5,9 @@
 
 Several label sets can be scored in one table (e.g. HuBERT iterations 1 and 2):
 ``--km it1/valid.km it2/valid.km --label-rate 100 50 --name iter1 iter2``.
+
+``speechssl cluster lda`` and ``speechssl cluster topic-metrics`` (utterance topics over units,
+HuBERTopic) live in :mod:`speechssl.commands.cluster_topics`.
 """
 from __future__ import annotations
 
@@ -47,6 +50,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "seconds (default 0.05)")
     m.add_argument("--out", type=Path, default=None, help="also write the table as JSON here")
     m.add_argument("--markdown", type=Path, default=None, help="also write the table as markdown here")
+    from speechssl.commands import cluster_topics
+
+    cluster_topics.add_subcommands(sub)
 
 
 def _format_table(results: list[dict]) -> str:
@@ -110,4 +116,9 @@ def _metrics(args: argparse.Namespace) -> int:
 def main(args: argparse.Namespace) -> int:
     if args.cluster_cmd == "metrics":
         return _metrics(args)
+    from speechssl.commands import cluster_topics
+
+    status = cluster_topics.main(args)
+    if status is not None:
+        return status
     raise ValueError(f"unknown cluster command {args.cluster_cmd!r}")
