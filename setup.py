@@ -64,6 +64,7 @@ setup(
         # Each entry point names a speechssl.registry.Method / DownstreamTask object.
         "speechssl.upstream": [
             "hubert = speechssl.upstream.hubert:METHOD",
+            "mae = speechssl.upstream.mae:METHOD",
             "hubertopic = speechssl.upstream.hubertopic:METHOD",
             "ssamba = speechssl.upstream.ssamba:METHOD",
             "w2v_bert = speechssl.upstream.w2v_bert:METHOD",

@@ -1,0 +1,138 @@
+"""MAE (He et al., 2022): the ViT upstream and the masked-autoencoder pretraining model.
+
+* :class:`MAEModel` — the upstream: ``images (B, C, H, W)`` → the image upstream contract
+  (``[cls] + patches`` tokens per layer, ``lengths``, ``patch_grid``); no masking.
+* :class:`MAEPretrainModel` — MAE: per image, the ``int(N * (1 - mask_ratio))`` patches of
+  lowest ``noise`` are kept (:func:`speechssl.nn.token_masking.random_masking`), the encoder
+  runs on them and the class token only; the decoder embeds that, puts a shared mask token
+  at every removed patch, adds its own fixed 2-D sin-cos positions, runs its pre-LN layers
+  and predicts each patch's ``p * p * C`` pixels. The target is the patch's pixels,
+  normalised per patch (mean 0, unbiased variance 1, +1e-6) with ``norm_pix_loss``; the
+  loss (in the task) is the per-patch mean squared error summed over the removed patches.
+
+Weight names map to ``transformers.ViTMAEForPreTraining`` through :mod:`.hf`'s key table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from speechssl.nn.token_masking import keep_count, random_masking, restore_tokens
+from speechssl.nn.transformer import TransformerEncoder
+from speechssl.nn.vit import VisionTransformer, init_vit_weights, patchify, sincos_2d_table
+from speechssl.upstream.mae.config import MAEConfig
+
+__all__ = ["MAEModel", "MAEPretrainModel", "MAEOutput", "pixel_targets"]
+
+
+class MAEModel(nn.Module):
+    """The MAE encoder as an upstream (see the module docstring)."""
+
+    method = "mae"
+
+    def __init__(self, config: MAEConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        c = config
+        self.vit = VisionTransformer(c.image_size, c.patch, c.channels, c.dim, c.ffn_dim, c.layers, c.heads,
+                                     cls_token=True, position="sincos", position_order="wh",
+                                     layer_norm_eps=c.layer_norm_eps, dropout=c.dropout,
+                                     attention_dropout=c.attention_dropout)
+
+    @classmethod
+    def from_config(cls, config: MAEConfig) -> "MAEModel":
+        return cls(config)
+
+    @property
+    def hidden_sizes(self) -> list[int]:
+        """Width of each hidden state: ``L + 1`` times ``D``."""
+        return [self.config.dim] * (self.config.layers + 1)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.vit.input_shape
+
+    @property
+    def patch_grid(self) -> tuple[int, int]:
+        return self.vit.patch_grid
+
+    @property
+    def prefix_tokens(self) -> int:
+        return self.vit.prefix_tokens
+
+    def forward(self, images: torch.Tensor) -> dict[str, Any]:
+        """``images (B, C, H, W)`` → ``{"hidden_states": [(B, 1 + N, D)] * (L + 1), "last_hidden_state",
+        "lengths" (B,), "patch_grid"}``."""
+        return self.vit(images)
+
+
+def pixel_targets(images: torch.Tensor, patch: int, normalize: bool) -> torch.Tensor:
+    """MAE's targets ``(B, N, p*p*C)``: the patches' pixels, per patch ``(x - mean) / sqrt(var + 1e-6)`` if ``normalize``."""
+    target = patchify(images.float(), patch)  # (B, N, P)
+    if normalize:
+        mean = target.mean(dim=-1, keepdim=True)
+        var = target.var(dim=-1, keepdim=True)  # unbiased, as MAE
+        target = (target - mean) / (var + 1.0e-6) ** 0.5
+    return target
+
+
+@dataclass
+class MAEOutput:
+    """``pred``/``target`` ``(B, N, p*p*C)``, ``mask (B, N)`` bool (True = removed, scored), ``ids_restore (B, N)``."""
+
+    pred: torch.Tensor
+    target: torch.Tensor
+    mask: torch.Tensor
+    ids_restore: torch.Tensor
+
+
+class MAEPretrainModel(nn.Module):
+    """MAE pretraining model: :class:`MAEModel` (as ``upstream``) + the pixel decoder.
+
+    Args:
+        config: encoder and decoder sizes.
+        mask_ratio: fraction of each image's patches removed (MAE: 0.75).
+        norm_pix_loss: normalise each target patch (MAE's best setting).
+    """
+
+    def __init__(self, config: MAEConfig, mask_ratio: float = 0.75, norm_pix_loss: bool = True) -> None:
+        super().__init__()
+        self.upstream = MAEModel(config)
+        self.keep = keep_count(self.upstream.vit.num_patches, mask_ratio)
+        self.mask_ratio, self.norm_pix_loss = mask_ratio, norm_pix_loss
+        c = config
+        self.decoder_embed = nn.Linear(c.dim, c.decoder_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, c.decoder_dim))
+        table = sincos_2d_table(self.upstream.patch_grid, c.decoder_dim, order="wh").unsqueeze(0)  # (1, N, Dd)
+        self.register_buffer("decoder_pos_embed", table, persistent=False)
+        self.decoder = TransformerEncoder(c.decoder_dim, c.decoder_ffn_dim, c.decoder_layers, c.decoder_heads,
+                                          dropout=c.dropout, attention_dropout=c.attention_dropout,
+                                          activation_dropout=0.0, layer_norm_first=True,
+                                          layer_norm_eps=c.layer_norm_eps, position="none")
+        self.decoder_pred = nn.Linear(c.decoder_dim, c.patch * c.patch * c.channels)
+        for module in (self.decoder_embed, self.decoder, self.decoder_pred):
+            init_vit_weights(module)
+        nn.init.normal_(self.mask_token, std=0.02)
+
+    @property
+    def num_patches(self) -> int:
+        return self.upstream.vit.num_patches
+
+    def forward(self, images: torch.Tensor, noise: torch.Tensor) -> MAEOutput:
+        """``images (B, C, H, W)``, ``noise (B, N)`` (which patches stay: the lowest) → :class:`MAEOutput`."""
+        vit = self.upstream.vit
+        tokens = vit.embed(images)  # (B, N, D)
+        kept, mask, ids_restore = random_masking(tokens, noise, self.keep)  # (B, K, D)
+        latent = vit.encode(vit.with_prefix(kept))[-1]  # (B, 1 + K, D)
+        y = self.decoder_embed(latent)  # (B, 1 + K, Dd)
+        prefix = vit.prefix_tokens
+        body = restore_tokens(y[:, prefix:], self.mask_token, ids_restore)  # (B, N, Dd)
+        body = body + self.decoder_pos_embed.to(body.dtype)
+        h = self.decoder(torch.cat([y[:, :prefix], body], dim=1))[-1]  # (B, 1 + N, Dd); cls position is 0
+        pred = self.decoder_pred(h[:, prefix:])  # (B, N, p*p*C)
+        target = pixel_targets(images, self.upstream.config.patch, self.norm_pix_loss)
+        return MAEOutput(pred, target, mask, ids_restore)
