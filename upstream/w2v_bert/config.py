@@ -100,7 +100,7 @@ class W2vBertConfig:
 
 
 def tiny() -> W2vBertConfig:
-    """A ~0.6M-parameter w2v-BERT that pretrains on a laptop CPU in minutes (2 + 2 layers of width 96)."""
+    """A ~0.9M-parameter w2v-BERT that pretrains on a laptop CPU in minutes (2 + 2 layers of width 96)."""
     return W2vBertConfig(
         encoder_embed_dim=96, encoder_ffn_embed_dim=384, encoder_attention_heads=4,
         contrastive_layers=2, mlm_layers=2, depthwise_kernel_size=15,

@@ -156,7 +156,8 @@ class W2vBertPretrainModel(nn.Module):
     """w2v-BERT with its heads: ``upstream``, ``quantizer``, ``project_q``, ``final_proj``, ``mlm_proj``.
 
     ``project_q`` and ``final_proj`` are transformers' ``project_q`` and ``project_hid``; the
-    quantizer's parameters are fairseq-named (``vars`` = transformers ``codevectors``).
+    quantizer's parameters are fairseq-named (``vars`` = transformers ``codevectors``). The buffer
+    ``num_updates`` holds the update count the Gumbel temperature is annealed to (checkpointed).
     """
 
     def __init__(self, config: W2vBertConfig) -> None:
@@ -170,6 +171,13 @@ class W2vBertPretrainModel(nn.Module):
         self.project_q = nn.Linear(c.latent_dim, c.final_dim)
         self.final_proj = nn.Linear(c.encoder_embed_dim, c.final_dim)
         self.mlm_proj = nn.Linear(c.encoder_embed_dim, c.latent_groups * c.latent_vars)
+        # the update count the Gumbel temperature anneals with, as a buffer so checkpoints carry it
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+    def set_num_updates(self, num_updates: int) -> None:
+        """Anneal the quantizer temperature to update ``num_updates`` (``Task.on_update``)."""
+        self.num_updates.fill_(int(num_updates))
+        self.quantizer.set_num_updates(int(num_updates))
 
     def sample_mask(self, frame_lengths: torch.Tensor, T: int, generator: torch.Generator | None = None
                     ) -> torch.Tensor:
@@ -192,6 +200,8 @@ class W2vBertPretrainModel(nn.Module):
         Returns:
             ``(contrastive PredictionLoss, diversity sum, QuantizerOutput)``.
         """
+        if self.quantizer.num_updates != int(self.num_updates):  # e.g. after a resume
+            self.quantizer.set_num_updates(int(self.num_updates))
         q = self.quantizer(self.dropout_features(y), mask=mask, generator=generator)
         targets = self.project_q(q.quantized.to(self.project_q.weight.dtype))  # (B, T, final_dim)
         predicted = self.final_proj(context)  # (B, T, final_dim)

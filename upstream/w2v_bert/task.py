@@ -159,7 +159,7 @@ class W2vBertPretrainTask(Task):
 
     def on_update(self, model: nn.Module, num_updates: int) -> None:
         """Anneal the Gumbel temperature: ``max(max_t · decay ** num_updates, min_t)``."""
-        model.quantizer.set_num_updates(num_updates)
+        model.set_num_updates(num_updates)
 
     def layer_id(self, name: str) -> int | None:
         """Front end and projection 0, conformer layer ``i`` → ``i + 1``, heads ``L + 1``."""
