@@ -19,31 +19,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-from speechssl.nn.trunk import TrunkConfig
+from speechssl.nn.unit_prediction import UnitPredictionConfig
 
 __all__ = ["HubertConfig", "tiny", "base", "large", "PRESETS"]
 
 
 @dataclass
-class HubertConfig(TrunkConfig):
+class HubertConfig(UnitPredictionConfig):
     """Architecture, masking and prediction-head settings of a HuBERT model.
 
-    The trunk fields (conv encoder, transformer, dropout, masking) are :class:`TrunkConfig`'s.
+    The trunk fields (conv encoder, transformer, dropout, masking) are
+    :class:`~speechssl.nn.trunk.TrunkConfig`'s, the prediction-head fields
+    :class:`~speechssl.nn.unit_prediction.UnitPredictionConfig`'s.
     """
-
-    # --- prediction head (pretraining only) ------------------------------------------
-    final_dim: int = 0  # projection width for logits; <= 0 means encoder_embed_dim
-    untie_final_proj: bool = False  # a separate projection per label set
-    target_glu: bool = False  # a Linear + GLU applied to label embeddings
-    logit_temp: float = 0.1  # cosine similarities are divided by this
-    skip_masked: bool = False  # no loss on masked frames
-    skip_nomask: bool = False  # no loss on unmasked frames
-
-    def validate(self) -> None:
-        """Raise ValueError naming the field when the settings cannot build a model."""
-        super().validate()
-        if self.logit_temp <= 0:
-            raise ValueError(f"logit_temp must be > 0, got {self.logit_temp}")
 
 
 def tiny() -> HubertConfig:
