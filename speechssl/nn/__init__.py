@@ -7,7 +7,11 @@
   module and layer drop.
 * :mod:`speechssl.nn.position` — sinusoidal, relative (SpeechT5), Transformer-XL and rotary positions.
 * :mod:`speechssl.nn.pos_conv` — weight-normalised convolutional position embedding.
-* :mod:`speechssl.nn.conformer` — conformer block and encoder.
+* :mod:`speechssl.nn.conformer` — conformer block and encoder (rel_pos, rotary, Shaw relative keys).
+* :mod:`speechssl.nn.fbank_stack` — 80-bin log-mel fbank stacked in pairs to 160 dims at 50 Hz (w2v-BERT 2.0).
+* :mod:`speechssl.nn.unit_prediction` — HuBERT's masked unit-prediction head on the trunk.
+* :mod:`speechssl.nn.contrastive` — wav2vec 2.0 distractor sampling and contrastive loss.
+* :mod:`speechssl.nn.pooling` — utterance pooling over valid frames (mean, attention).
 * :mod:`speechssl.nn.attention` — multi-head self-attention with key padding masks.
 * :mod:`speechssl.nn.quantizer` — Gumbel vector quantizer.
 * :mod:`speechssl.nn.losses` — masked prediction, InfoNCE / NT-Xent, masked MSE, layer distillation.
