@@ -73,6 +73,12 @@ class SpeechT5Config(UnitPredictionConfig):
     speech_decoder_postnet_dropout: float = 0.5
     speaker_embedding_dim: int = 0  # x-vector width fed to the speech decoder pre-net (0: none)
 
+    # --- cross-modal quantizer (pretraining only) -----------------------------------------------
+    codebook_groups: int = 2  # G codebooks
+    codebook_vars: int = 100  # V entries per codebook
+    codebook_mix_prob: float = 0.1  # fraction of encoder positions replaced by their quantized vector
+    codebook_temperature: tuple[float, float, float] = (2.0, 0.5, 0.999995)  # Gumbel (max, min, decay)
+
     @property
     def has_text(self) -> bool:
         """Whether any text pre/post-net exists."""
@@ -103,12 +109,17 @@ class SpeechT5Config(UnitPredictionConfig):
                 raise ValueError(f"{name} must be in [0, 1), got {value}")
         if not 0.0 <= self.decoder_layerdrop < 1.0:
             raise ValueError(f"decoder_layerdrop must be in [0, 1), got {self.decoder_layerdrop}")
+        if not 0.0 <= self.codebook_mix_prob <= 1.0:
+            raise ValueError(f"codebook_mix_prob must be in [0, 1], got {self.codebook_mix_prob}")
+        if self.encoder_embed_dim % self.codebook_groups:
+            raise ValueError(f"encoder_embed_dim ({self.encoder_embed_dim}) must be divisible by "
+                             f"codebook_groups ({self.codebook_groups})")
         if self.speaker_embedding_dim < 0:
             raise ValueError(f"speaker_embedding_dim must be >= 0, got {self.speaker_embedding_dim}")
 
 
 def tiny() -> SpeechT5Config:
-    """A ~2.5M-parameter SpeechT5 that pretrains on CPU in seconds (HuBERT tiny's conv geometry)."""
+    """A ~0.9M-parameter SpeechT5 upstream that pretrains on CPU in seconds (HuBERT tiny's conv geometry)."""
     return SpeechT5Config(
         conv_feature_layers=((64, 10, 5),) + ((64, 3, 2),) * 4 + ((64, 2, 2),) * 2,
         encoder_layers=2,

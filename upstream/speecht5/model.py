@@ -86,8 +86,12 @@ class SpeechT5Model(Wav2Vec2Trunk):
         if self.encoder.pos_sinusoidal is not None:  # SpeechT5's speech positions: concat layout, from offset
             self.encoder.pos_sinusoidal = SinusoidalPositionalEmbedding(D, layout="concat",
                                                                         offset=config.position_offset)
-        self.embed_tokens = (nn.Embedding(config.vocab_size, D, padding_idx=config.pad_token_id)
-                             if config.has_text else None)
+        self.embed_tokens = None
+        if config.has_text:  # fairseq's init: N(0, D^-1/2), padding row 0 (tied logits start near unit scale)
+            self.embed_tokens = nn.Embedding(config.vocab_size, D, padding_idx=config.pad_token_id)
+            nn.init.normal_(self.embed_tokens.weight, std=D ** -0.5)
+            with torch.no_grad():
+                self.embed_tokens.weight[config.pad_token_id].zero_()
         self.text_encoder_prenet = (TextEncoderPrenet(self.embed_tokens, config.positional_dropout)
                                     if config.text_encoder else None)
         self.text_decoder_prenet = (TextDecoderPrenet(self.embed_tokens, config.positional_dropout,
