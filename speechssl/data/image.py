@@ -17,13 +17,13 @@ image: ``max_tokens`` counts images per batch.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from speechssl.data.augment import crop_and_flip, normalize
 from speechssl.data.files import FileDataset, read_image
-from speechssl.data.labels import LabelSpec, collate_labels
+from speechssl.data.labels import LabelledCollater, LabelSpec
 from speechssl.data.manifest import FormatError, Manifest
 
 __all__ = ["ImageDataset", "ImageCollater"]
@@ -107,7 +107,7 @@ class ImageDataset(FileDataset):
         return ImageCollater(self.label_kinds, label_pad=label_pad)
 
 
-class ImageCollater:
+class ImageCollater(LabelledCollater):
     """Stack image items.
 
     Batch: ``{"id": list[str], "index": (B,) int64, "image": (B, C, S, S)`` or ``"views": list of
@@ -119,15 +119,8 @@ class ImageCollater:
         label_pad: id written into sequence-label padding.
     """
 
-    def __init__(self, label_kinds: Mapping[str, str] | None = None, *, label_pad: int = -100) -> None:
-        self.label_kinds = dict(label_kinds or {})
-        self.label_pad = label_pad
-
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        if not items:
-            raise ValueError("cannot collate an empty list of items")
-        batch: dict[str, Any] = {"id": [it["id"] for it in items],
-                                 "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long)}
+    def collate_items(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        batch: dict[str, Any] = {}
         if "views" in items[0]:
             n = len(items[0]["views"])
             batch["views"] = [stack_same([it["views"][v] for it in items], f"view {v}") for v in range(n)]
@@ -135,7 +128,6 @@ class ImageCollater:
             batch["image"] = stack_same([it["image"] for it in items], "image")
         if "crops" in items[0]:
             batch["crops"] = torch.stack([it["crops"] for it in items])
-        batch.update(collate_labels(items, self.label_kinds, self.label_pad))
         return batch
 
 

@@ -169,3 +169,32 @@ def collate_labels(items: list[Mapping[str, Any]], label_kinds: Mapping[str, str
         else:
             raise ValueError(f"label {key!r}: only 'utterance' and 'sequence' labels batch here, got {kind!r}")
     return batch
+
+
+class LabelledCollater:
+    """Base of the per-kind collaters: ids, indices and labels around the kind's own tensors.
+
+    Subclasses implement :meth:`collate_items`. Batch: ``{"id": list[str], "index": (B,) int64,
+    <collate_items' keys>, <labels as collate_labels>}``.
+
+    Args:
+        label_kinds: label key → ``"utterance"`` or ``"sequence"``.
+        label_pad: id written into sequence-label padding.
+    """
+
+    def __init__(self, label_kinds: Mapping[str, str] | None = None, *, label_pad: int = -100) -> None:
+        self.label_kinds = dict(label_kinds or {})
+        self.label_pad = label_pad
+
+    def collate_items(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        """The kind's tensors of a non-empty list of items."""
+        raise NotImplementedError
+
+    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        if not items:
+            raise ValueError("cannot collate an empty list of items")
+        batch: dict[str, Any] = {"id": [it["id"] for it in items],
+                                 "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long)}
+        batch.update(self.collate_items(items))
+        batch.update(collate_labels(items, self.label_kinds, self.label_pad))
+        return batch

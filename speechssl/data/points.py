@@ -16,14 +16,14 @@ with ``augment`` rotate (``x @ R.T``), scale by ``U(scale)`` and add Gaussian ji
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
 
 from speechssl.data.augment import normalize_points, rotation_matrix, subsample_indices, uniform
 from speechssl.data.files import FileDataset
-from speechssl.data.labels import LabelSpec, collate_labels
+from speechssl.data.labels import LabelledCollater, LabelSpec
 from speechssl.data.manifest import Manifest
 from speechssl.nn.lengths import pad_list, padding_mask
 
@@ -112,7 +112,7 @@ class PointDataset(FileDataset):
         return PointCollater(self.label_kinds, label_pad=label_pad)
 
 
-class PointCollater:
+class PointCollater(LabelledCollater):
     """Pad point-set items to the largest (a plain stack when all have ``num_points``).
 
     Batch: ``{"id": list[str], "index": (B,) int64, "points": (B, K_max, 3) float32 zero-padded,
@@ -124,18 +124,6 @@ class PointCollater:
         label_pad: id written into sequence-label padding.
     """
 
-    def __init__(self, label_kinds: Mapping[str, str] | None = None, *, label_pad: int = -100) -> None:
-        self.label_kinds = dict(label_kinds or {})
-        self.label_pad = label_pad
-
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        if not items:
-            raise ValueError("cannot collate an empty list of items")
+    def collate_items(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         points, lengths = pad_list([it["points"] for it in items], 0.0)
-        batch: dict[str, Any] = {
-            "id": [it["id"] for it in items],
-            "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long),
-            "points": points, "lengths": lengths, "padding_mask": padding_mask(lengths, points.shape[1]),
-        }
-        batch.update(collate_labels(items, self.label_kinds, self.label_pad))
-        return batch
+        return {"points": points, "lengths": lengths, "padding_mask": padding_mask(lengths, points.shape[1])}

@@ -16,7 +16,7 @@ video shorter than the clip's span repeats its last frame. Only the frames used 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ import torch
 from speechssl.data.augment import clip_indices, crop_and_flip, normalize
 from speechssl.data.files import FileDataset, frame_files, read_image
 from speechssl.data.image import stack_same
-from speechssl.data.labels import LabelSpec, collate_labels
+from speechssl.data.labels import LabelledCollater, LabelSpec
 from speechssl.data.manifest import FormatError, Manifest
 
 __all__ = ["VideoDataset", "VideoCollater"]
@@ -116,7 +116,7 @@ class VideoDataset(FileDataset):
         return VideoCollater(self.label_kinds, label_pad=label_pad)
 
 
-class VideoCollater:
+class VideoCollater(LabelledCollater):
     """Stack clip items.
 
     Batch: ``{"id": list[str], "index": (B,) int64, "video": (B, C, T, S, S) float32,
@@ -128,19 +128,9 @@ class VideoCollater:
         label_pad: id written into sequence-label padding.
     """
 
-    def __init__(self, label_kinds: Mapping[str, str] | None = None, *, label_pad: int = -100) -> None:
-        self.label_kinds = dict(label_kinds or {})
-        self.label_pad = label_pad
-
-    def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        if not items:
-            raise ValueError("cannot collate an empty list of items")
-        batch: dict[str, Any] = {
-            "id": [it["id"] for it in items],
-            "index": torch.tensor([int(it["index"]) for it in items], dtype=torch.long),
+    def collate_items(self, items: list[dict[str, Any]]) -> dict[str, Any]:
+        return {
             "video": stack_same([it["video"] for it in items], "clip"),
             "frames": torch.stack([it["frames"] for it in items]),
             "crops": torch.stack([it["crops"] for it in items]),
         }
-        batch.update(collate_labels(items, self.label_kinds, self.label_pad))
-        return batch
