@@ -15,7 +15,10 @@ mtwv               qbe (maximum term-weighted value)           higher     (-inf,
 =================  ==========================================  =========  ===========
 
 Error rates are corpus-level: total edits over total reference tokens (not a mean of
-per-utterance rates), as Kaldi, jiwer and s3prl compute them.
+per-utterance rates), as Kaldi, jiwer and s3prl compute them. When the references hold no
+token at all, the rate is the number of inserted tokens (edits / max(tokens, 1), as jiwer):
+0 for an empty hypothesis, 1.0 for one inserted word. :func:`rate` is that one definition;
+every task that reports an error rate from summed counts divides with it.
 """
 from __future__ import annotations
 
@@ -27,8 +30,8 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 __all__ = [
-    "accuracy", "error_rate", "wer", "cer", "eer", "der", "DERStats",
-    "parse_slots", "slot_type_f1", "slot_value_cer",
+    "accuracy", "rate", "error_rate", "wer", "cer", "eer", "der", "DERStats",
+    "parse_slots", "slot_type_f1", "slot_value_cer", "slot_value_counts",
     "average_precision", "mean_average_precision", "mtwv", "twv_beta",
 ]
 
@@ -39,20 +42,32 @@ def accuracy(predictions: Sequence[object], targets: Sequence[object]) -> float:
     return sum(p == t for p, t in zip(predictions, targets)) / len(targets)
 
 
+def rate(errors: float, total: float) -> float:
+    """An error rate from summed counts: ``errors / max(total, 1)``.
+
+    With no reference tokens (``total == 0``) every error is an insertion and the rate is
+    their count (jiwer's convention), never a division by zero or by a tiny epsilon.
+
+    Raises:
+        ValueError: negative counts.
+    """
+    if errors < 0 or total < 0:
+        raise ValueError(f"rate: counts must be >= 0, got {errors} errors over {total} tokens")
+    return float(errors) / max(float(total), 1.0)
+
+
 def error_rate(hypotheses: Sequence[Sequence[object]], references: Sequence[Sequence[object]]) -> float:
-    """Token error rate: Levenshtein edits summed over utterances / reference tokens summed.
+    """Token error rate: Levenshtein edits summed over utterances / reference tokens summed
+    (:func:`rate`: with no reference token, the number of inserted tokens).
 
     Tokens are any hashable items (phones for PER, words for WER, characters for CER).
 
     Raises:
-        ValueError: different numbers of hypotheses and references, or no reference tokens.
+        ValueError: different numbers of hypotheses and references, or none.
     """
     _check_pairs(hypotheses, references, "hypotheses", "references")
     edits = sum(editdistance.eval(list(h), list(r)) for h, r in zip(hypotheses, references))
-    total = sum(len(r) for r in references)
-    if total == 0:
-        raise ValueError("error rate undefined: the references contain no tokens")
-    return edits / total
+    return rate(edits, sum(len(r) for r in references))
 
 
 def wer(hypotheses: Sequence[str], references: Sequence[str]) -> float:
@@ -145,7 +160,10 @@ def der(reference: np.ndarray, hypothesis: np.ndarray, *, collar: int = 0,
     Args:
         reference: ``(T, S_ref)`` speaker activity, nonzero = active.
         hypothesis: ``(T, S_sys)`` system activity (bool or 0/1), same ``T``.
-        collar: frames excluded on *each* side of every reference speaker change (0 = none).
+        collar: frames excluded on *each* side of every reference segment boundary (0 =
+            none), the recording's first and last frame included: a segment starting at frame
+            0 or ending at the last frame has a boundary there (NIST / pyannote.metrics, whose
+            ``collar`` is the total width, ``2 * collar`` frames).
         skip_overlap: exclude frames where the reference has more than one speaker.
 
     Returns:
@@ -162,8 +180,9 @@ def der(reference: np.ndarray, hypothesis: np.ndarray, *, collar: int = 0,
         raise ValueError(f"der: collar must be >= 0 frames, got {collar}")
     scored = np.ones(ref.shape[0], dtype=bool)
     if collar > 0 and ref.shape[1] > 0:
-        change = np.nonzero(np.any(np.diff(ref.astype(np.int8), axis=0) != 0, axis=1))[0] + 1
-        for c in change:  # boundary between frames c-1 and c
+        padded = np.pad(ref.astype(np.int8), ((1, 1), (0, 0)))      # (T + 2, S): silence around
+        change = np.nonzero(np.any(np.diff(padded, axis=0) != 0, axis=1))[0]
+        for c in change:  # boundary between frames c-1 and c, c in [0, T]
             scored[max(c - collar, 0):c + collar] = False
     if skip_overlap:
         scored &= ref.sum(1) <= 1
@@ -182,15 +201,19 @@ def der(reference: np.ndarray, hypothesis: np.ndarray, *, collar: int = 0,
 
 # --- slot filling (SUPERB / s3prl definitions over "B-type value words E-type" strings) ---
 
-_SLOT_RE = re.compile(r"B-(\S+) (.+?) E-\1(?=\s|$)")
+# B-<type>, then the fewest words (maybe none), then the first E-<type> token of the same type
+_SLOT_RE = re.compile(r"(?<!\S)B-(\S+) (?:(.+?) )??E-\1(?!\S)")
 
 
 def parse_slots(text: str) -> list[tuple[str, str]]:
-    """The ``(slot_type, value)`` pairs of a tagged transcript.
+    """The ``(slot_type, value)`` pairs of a tagged transcript, left to right.
 
     A slot is written inline as ``B-<type> value words E-<type>``, e.g.
-    ``"turn on the B-device lights E-device in the B-room kitchen E-room"``; tags inside a
-    value are dropped from the value.
+    ``"turn on the B-device lights E-device in the B-room kitchen E-room"``. A slot's value
+    is the words between ``B-<type>`` and the next ``E-<type>`` token, possibly none (a CTC
+    decoder can emit ``"B-x E-x"``: the slot ``("x", "")``, which does not reach into the
+    words or slots after it); the next slot is looked for after that ``E-<type>``. Tags
+    inside a value are dropped from the value; a ``B-<type>`` never closed is no slot.
     """
     text = " ".join(text.split())
     out = []
@@ -229,18 +252,28 @@ def slot_value_cer(hypotheses: Sequence[str], references: Sequence[str]) -> floa
     the same type with the lowest CER (empty if the type was not predicted); the CER of those
     pairs, pooled over the test set. Predicted types absent from the reference are not scored."""
     _check_pairs(hypotheses, references, "hypotheses", "references")
-    hyp_values, ref_values = [], []
+    edits = chars = slots = 0
     for h, r in zip(hypotheses, references):
-        hyp, ref = _slot_dict(h), _slot_dict(r)
-        for slot, values in ref.items():
-            for rv in values:
-                candidates = hyp.get(slot, [""])
-                best = min(candidates, key=lambda hv: editdistance.eval(hv, rv) / max(len(rv), 1))
-                hyp_values.append(best)
-                ref_values.append(rv)
-    if not ref_values:
+        e, c, n = slot_value_counts(h, r)
+        edits, chars, slots = edits + e, chars + c, slots + n
+    if not slots:
         raise ValueError("slot_value_cer undefined: the references contain no slots")
-    return error_rate(hyp_values, ref_values)
+    return rate(edits, chars)
+
+
+def slot_value_counts(hypothesis: str, reference: str) -> tuple[int, int, int]:
+    """``(edits, reference characters, reference slots)`` behind :func:`slot_value_cer` for
+    one utterance (sum them over utterances, then :func:`rate` the first two)."""
+    hyp, ref = _slot_dict(hypothesis), _slot_dict(reference)
+    edits = chars = slots = 0
+    for slot, values in ref.items():
+        for rv in values:
+            candidates = hyp.get(slot, [""])
+            best = min(candidates, key=lambda hv: editdistance.eval(hv, rv) / max(len(rv), 1))
+            edits += editdistance.eval(best, rv)
+            chars += len(rv)
+            slots += 1
+    return edits, chars, slots
 
 
 # --- query by example ---

@@ -21,14 +21,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from speechssl.atomic import atomic_write_text
+from speechssl.atomic import atomic_write_text, temp_dir_beside
 from speechssl.data.manifest import Manifest, write_manifest
 from speechssl.downstream.vad import voice_activity
 
@@ -141,7 +140,7 @@ def build_mixtures(source: Manifest, speakers: list[str], split: str, out_root: 
         raise ValueError(f"{source.source}: diarization mixtures need at least 2 speakers, found {len(names)}")
     rng = np.random.default_rng([cfg.seed, zlib.crc32(split.encode())])
     final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    tmp = temp_dir_beside(final)  # removes the staging dirs of killed runs; the user's umask
     try:
         rows, rttm = [], {}
         for m in range(num):

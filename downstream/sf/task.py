@@ -90,12 +90,8 @@ class SlotFilling(CTCTask):
         out["slot_f1"] = (metrics.slot_type_f1(hyps, refs) * len(refs), float(len(refs)))
         slot_edits = slot_chars = 0
         for h, r in zip(hyps, refs):  # slot-value CER pooled over utterances, as metrics.slot_value_cer
-            ref_slots = metrics.parse_slots(r)
-            if not ref_slots:
-                continue
-            slot_chars += sum(len(v) for _, v in ref_slots)
-            rate = metrics.slot_value_cer([h], [r])
-            slot_edits += rate * sum(len(v) for _, v in ref_slots)
-        out["slot_cer"] = (slot_edits, float(slot_chars))
+            edits, chars, _ = metrics.slot_value_counts(h, r)
+            slot_edits, slot_chars = slot_edits + edits, slot_chars + chars
+        out["slot_cer"] = (float(slot_edits), float(slot_chars))
         return out
 

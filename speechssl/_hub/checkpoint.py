@@ -6,17 +6,28 @@ under ``prefix`` are taken; optimizer, scheduler and RNG states are ignored. Mod
 freezes by reference (teachers) are not in ``model`` but listed in ``frozen`` (``{name:
 {"reference", "sha256"}}``); a frozen module inside the upstream cannot be rebuilt from the
 checkpoint alone, which is an error naming it.
+
+The tensors are checked against the digests the Trainer stores in the checkpoint
+(:func:`speechssl.train.checkpoint.verify_digests`) before anything is taken from it, so
+``hub info``/``convert``/``load`` of a corrupted checkpoint is refused and never yields a
+model directory with a fresh, "verified" hash. ``source["digests"]`` says what was checked:
+``"verified"``, ``"none"`` (an old checkpoint without digests) or ``"not checked"``.
 """
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
 
+import logging
+
 import torch
 
 from speechssl._hub.modeldir import HubError, WeightsRecord
+from speechssl.train.checkpoint import CheckpointIntegrityError, verify_digests
 
 __all__ = ["is_training_checkpoint", "read_training_checkpoint"]
+
+_log = logging.getLogger(__name__)
 
 
 def is_training_checkpoint(obj: Any) -> bool:
@@ -24,14 +35,25 @@ def is_training_checkpoint(obj: Any) -> bool:
     return isinstance(obj, dict) and "upstream" in obj and "model" in obj
 
 
-def read_training_checkpoint(path: str | Path, obj: dict[str, Any]) -> WeightsRecord:
+def read_training_checkpoint(path: str | Path, obj: dict[str, Any], *, verify: bool = True) -> WeightsRecord:
     """The upstream's weights and config from a checkpoint dict read from ``path``.
 
+    Args:
+        verify: check every tensor against the checkpoint's digests first.
+
     Raises:
-        HubError: no ``upstream`` entry (the task has no upstream method), a malformed entry,
-            or no tensors under its prefix.
+        HubError: a tensor that fails its digest (naming it), no ``upstream`` entry (the task
+            has no upstream method), a malformed entry, or no tensors under its prefix.
     """
     path = Path(path)
+    if verify:
+        try:
+            digests = "verified" if verify_digests(obj, path) else "none"
+        except CheckpointIntegrityError as exc:
+            raise HubError(str(exc)) from None
+    else:
+        _log.warning("%s: reading the checkpoint without verifying its tensor digests", path)
+        digests = "not checked"
     up = obj.get("upstream")
     if up is None:
         raise HubError(f"{path}: this training checkpoint has no 'upstream' entry (its task is not tied "
@@ -61,7 +83,8 @@ def read_training_checkpoint(path: str | Path, obj: dict[str, Any]) -> WeightsRe
     if not isinstance(up["config"], dict):
         raise HubError(f"{path}: upstream 'config' must be a dict, got {type(up['config']).__name__}")
     num_updates = obj.get("num_updates", obj.get("step"))
-    source: dict[str, Any] = {"format": "speechssl-checkpoint", "path": str(path), "prefix": prefix}
+    source: dict[str, Any] = {"format": "speechssl-checkpoint", "path": str(path), "prefix": prefix,
+                              "digests": digests}
     if isinstance(num_updates, int):
         source["num_updates"] = num_updates
     return WeightsRecord(method=str(up["method"]), config=up["config"], state_dict=state, source=source)

@@ -23,6 +23,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
+from speechssl.atomic import temp_dir_beside, temp_name_prefix
 from speechssl.version import __version__
 
 __all__ = [
@@ -178,9 +179,13 @@ def _plain_tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tenso
 
 @contextlib.contextmanager
 def staging_dir(dst: Path) -> Iterator[Path]:
-    """A fresh temporary directory beside ``dst``; removed on error."""
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    """A fresh temporary directory beside ``dst``; removed on error.
+
+    It has the user's usual directory mode (umask), not ``mkdtemp``'s 0700, so the model
+    directory renamed from it does too; staging and ``.old`` directories that killed runs
+    left beside ``dst`` are removed first (:func:`speechssl.atomic.remove_stale`).
+    """
+    tmp = temp_dir_beside(dst)
     try:
         yield tmp
     except BaseException:
@@ -219,7 +224,7 @@ def replace_dir(staged: Path, dst: Path, replaceable: Callable[[Path], bool] = i
                        "a new or empty directory")
     old = None
     if dst.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent))
+        old = Path(tempfile.mkdtemp(prefix=temp_name_prefix(dst), suffix=".old", dir=dst.parent))
         os.rmdir(old)
         os.rename(dst, old)
     try:

@@ -74,9 +74,9 @@ def detect_format(path: str | Path) -> str:
     return "pt"
 
 
-def _classify_pt(path: Path, obj: Any, fmt: str) -> WeightsRecord:
+def _classify_pt(path: Path, obj: Any, fmt: str, verify: bool = True) -> WeightsRecord:
     if fmt in ("auto", "checkpoint") and is_training_checkpoint(obj):
-        return read_training_checkpoint(path, obj)
+        return read_training_checkpoint(path, obj, verify=verify)
     file_readers = {f: r for f, r in foreign_readers().items() if hasattr(r, "claims_checkpoint")}
     for name, reader in file_readers.items():
         if fmt in ("auto", name) and reader.claims_checkpoint(obj):
@@ -98,7 +98,8 @@ def read_record(path: str | Path, fmt: str = "auto", *, verify: bool = True) -> 
     Args:
         path: a model directory, a training checkpoint, a fairseq ``.pt`` or a Hugging Face directory.
         fmt: one of :func:`formats`; ``auto`` recognises the source.
-        verify: check a model directory's sha256 (other sources carry no hash).
+        verify: check a model directory's sha256, or a training checkpoint's tensor digests
+            (foreign formats carry no hash).
 
     Raises:
         FileNotFoundError, HubError, UnsafeCheckpointError (a ``.pt`` naming a refused global).
@@ -119,4 +120,4 @@ def read_record(path: str | Path, fmt: str = "auto", *, verify: bool = True) -> 
     if fmt == "speechssl" or hasattr(readers.get(fmt), "claims_dir"):
         raise HubError(f"{path}: is a file; a {fmt} model is a directory")
     obj = safe_torch_load(path, allow=FAIRSEQ_ALLOWED)
-    return _classify_pt(path, obj, fmt)
+    return _classify_pt(path, obj, fmt, verify)

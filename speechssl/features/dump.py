@@ -17,7 +17,8 @@ upstream model, long audio processed in chunks like fairseq's ``dump_hubert_feat
 Resuming: frames are appended to a hidden partial file whose progress (rows and frames
 written, fsync'ed) is recorded in a marker every few seconds; a rerun after a crash or
 Ctrl-C truncates the partial file to the last marker and continues. The final files appear
-by rename, so a reader never sees a half-written shard.
+by rename, so a reader never sees a half-written shard; an existing shard (``overwrite``, or
+one made from other inputs) stays in place until the new one is complete.
 """
 from __future__ import annotations
 
@@ -325,8 +326,6 @@ def dump_features(manifest: str | Path | Manifest, feat_dir: str | Path, source:
         with open(partial.data, "wb") as f:
             f.write(_npy_header(0, dim))
         partial.lengths.write_text("", encoding="utf-8")
-    for p in paths.values():  # an older shard must not mix with the new one
-        p.unlink(missing_ok=True)
 
     from speechssl import audio
 
@@ -368,6 +367,10 @@ def dump_features(manifest: str | Path | Manifest, feat_dir: str | Path, source:
         f.write(_npy_header(frames_done, dim))
         f.flush()
         os.fsync(f.fileno())
+    # Only now is an older shard (overwrite, or another fingerprint) replaced: its .json goes
+    # first, so no reader takes the new .npy with the old .json; a crash from here on leaves an
+    # incomplete shard that the next run recomputes, never a mix of the two.
+    paths["json"].unlink(missing_ok=True)
     os.replace(partial.data, paths["npy"])
     os.replace(partial.lengths, paths["len"])
     meta = {"fingerprint": fingerprint, "rows": end - start, "frames": frames_done,

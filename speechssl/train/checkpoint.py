@@ -14,14 +14,25 @@ Trainer::
     config                                the resolved config tree (plain dict)
     upstream                              {"method", "config", "prefix"} when task.method is set
     speechssl_version
+    digests                               {"algorithm": "sha256", "tensors": {where: hex}}: a digest of
+                                          every tensor of the checkpoint (added by save_checkpoint)
+
+Integrity: :func:`save_checkpoint` stores the sha256 of each tensor's payload (dtype, shape
+and bytes) under ``digests``, keyed by where the tensor sits (``model/encoder.proj.weight``,
+``optimizer/state/3/exp_avg``, ``rng[0]/torch``). :func:`load_checkpoint` (Trainer resume,
+downstream evaluation) and the hub (``hub info``/``convert``/``load`` of a checkpoint) check
+them with :func:`verify_digests`: a flipped bit, a tensor swapped or dropped is refused with
+one line naming the file and the tensor. Checkpoints from before digests load with a log line.
 """
 from __future__ import annotations
 
+import hashlib
+import logging
 import random
 import re
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -30,9 +41,14 @@ from torch import nn
 from speechssl.atomic import atomic_open, atomic_torch_save
 
 __all__ = ["rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint", "copy_checkpoint",
-           "numbered_checkpoints", "prune_checkpoints", "submodule_prefix", "LAST", "BEST"]
+           "numbered_checkpoints", "prune_checkpoints", "load_latest", "submodule_prefix", "tensor_digests", "verify_digests",
+           "CheckpointIntegrityError", "LAST", "BEST", "DIGESTS"]
+
+_log = logging.getLogger(__name__)
 
 LAST = "checkpoint_last.pt"
+DIGESTS = "digests"
+_ALGORITHM = "sha256"
 BEST = "checkpoint_best.pt"
 _NUMBERED = re.compile(r"^checkpoint_(\d+)\.pt$")
 
@@ -66,17 +82,103 @@ def set_rng_state(state: dict[str, Any]) -> None:
             torch.cuda.set_rng_state_all(cuda)
 
 
+class CheckpointIntegrityError(ValueError):
+    """A checkpoint's tensors do not match the digests stored in it (corrupted or modified)."""
+
+
+def _tensors(obj: Any, where: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    """``(where, tensor)`` for every tensor in nested dicts/lists/tuples, in container order."""
+    if isinstance(obj, torch.Tensor):
+        yield where, obj
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            if not where and k == DIGESTS:
+                continue
+            yield from _tensors(v, f"{where}/{k}" if where else str(k))
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            yield from _tensors(v, f"{where}[{i}]")
+
+
+def _tensor_digest(t: torch.Tensor) -> str:
+    """sha256 of a tensor's dtype, shape and bytes (row-major, as stored)."""
+    t = t.detach()
+    if t.is_quantized:
+        t = t.dequantize()
+    if t.layout != torch.strided:
+        t = t.to_dense()
+    t = t.to("cpu").contiguous()
+    h = hashlib.sha256(f"{t.dtype}:{tuple(t.shape)}:".encode())
+    if t.numel():
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def tensor_digests(state: dict[str, Any]) -> dict[str, Any]:
+    """The ``digests`` entry for ``state``: ``{"algorithm": "sha256", "tensors": {where: hex}}``."""
+    return {"algorithm": _ALGORITHM, "tensors": {where: _tensor_digest(t) for where, t in _tensors(state)}}
+
+
+def verify_digests(state: dict[str, Any], where: str | Path) -> bool:
+    """Check every tensor of a loaded checkpoint against its stored digest.
+
+    Args:
+        state: the loaded checkpoint dict.
+        where: the file it came from (for messages).
+
+    Returns:
+        True when verified, False when the checkpoint has no digests (written before they
+        existed; logged, and loaded as it is).
+
+    Raises:
+        CheckpointIntegrityError: a tensor differs from its digest, a digested tensor is
+            missing, a tensor has no digest, or the ``digests`` entry is malformed.
+    """
+    record = state.get(DIGESTS)
+    if record is None:
+        _log.info("%s: checkpoint has no tensor digests (written before speechssl stored them); "
+                  "loading it unverified", where)
+        return False
+    expected = record.get("tensors") if isinstance(record, dict) else None
+    if not isinstance(expected, dict) or record.get("algorithm") != _ALGORITHM:
+        found = sorted(map(str, record))[:5] if isinstance(record, dict) else type(record).__name__
+        raise CheckpointIntegrityError(f"{where}: malformed '{DIGESTS}' entry: expected "
+                                       f"{{'algorithm': '{_ALGORITHM}', 'tensors': {{...}}}}, found {found}")
+    actual = dict(_tensors(state))
+    for name, digest in expected.items():
+        t = actual.get(name)
+        if t is None:
+            raise CheckpointIntegrityError(f"{where}: tensor {name!r} is listed in the checkpoint's digests but "
+                                           "missing from it: the file was modified after it was saved")
+        if _tensor_digest(t) != digest:
+            raise CheckpointIntegrityError(
+                f"{where}: tensor {name!r} ({str(t.dtype).removeprefix('torch.')}, shape {tuple(t.shape)}) does "
+                f"not match its {_ALGORITHM} digest: the file is corrupted or was modified after it was saved; "
+                "use another checkpoint (checkpoint_<n>.pt) or retrain")
+    extra = [name for name in actual if name not in expected]
+    if extra:
+        raise CheckpointIntegrityError(f"{where}: tensor {extra[0]!r} has no digest in the checkpoint"
+                                       + (f" ({len(extra) - 1} more)" if len(extra) > 1 else "")
+                                       + ": the file was modified after it was saved")
+    return True
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
-    """Write ``state`` atomically (a crash leaves the previous file intact)."""
-    atomic_torch_save(state, path)
+    """Write ``state`` plus the digests of its tensors atomically (a crash leaves the previous
+    file intact; ``state`` itself is not modified)."""
+    atomic_torch_save({**state, DIGESTS: tensor_digests(state)}, path)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint on CPU with ``weights_only=True``.
+def load_checkpoint(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
+    """Load a checkpoint on CPU with ``weights_only=True`` and check its tensor digests.
+
+    Args:
+        verify: check the digests (False: skip, with a warning).
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is not a loadable checkpoint (the message names it).
+        ValueError: the file is not a loadable checkpoint (the message names it);
+            :class:`CheckpointIntegrityError` when a tensor fails its digest.
     """
     path = Path(path)
     if not path.is_file():
@@ -87,7 +189,58 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or "model" not in state:
         raise ValueError(f"{path}: not a speechssl training checkpoint (no 'model' entry)")
+    if verify:
+        verify_digests(state, path)
+    else:
+        _log.warning("%s: loading without verifying its tensor digests", path)
     return state
+
+
+def load_latest(exp_dir: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest complete checkpoint of a run, loaded and verified, to resume from.
+
+    That is ``checkpoint_last.pt``, unless a numbered ``checkpoint_<n>.pt`` is newer (the run
+    was killed while copying it to ``checkpoint_last.pt``) or ``checkpoint_last.pt`` is
+    missing or fails to load or verify; then the newest numbered checkpoint that loads, with
+    a warning naming what was skipped and why.
+
+    Returns:
+        ``(path, state)``, or None when the run has no checkpoint.
+
+    Raises:
+        ValueError: ``checkpoint_last.pt`` is unusable and no numbered checkpoint loads
+            (the error of ``checkpoint_last.pt``).
+    """
+    exp_dir = Path(exp_dir)
+    last = exp_dir / LAST
+    state: dict[str, Any] | None = None
+    error: ValueError | None = None
+    if last.is_file():
+        try:
+            state = load_checkpoint(last)
+        except ValueError as exc:
+            error = exc
+    at = int(state.get("num_updates", 0)) if state is not None else -1
+    for n, path in reversed(numbered_checkpoints(exp_dir)):
+        if n <= at:
+            break
+        try:
+            candidate = load_checkpoint(path)
+        except ValueError as exc:
+            _log.warning("not resuming from %s: %s", path.name, exc)
+            continue
+        if error is not None:
+            why = f"{error}"
+        elif state is not None:
+            why = (f"{last} is at update {at} but {path.name} (update {n}) is newer (the run was interrupted "
+                   f"while writing {LAST})")
+        else:
+            why = f"no {last} (the run was interrupted before writing it)"
+        _log.warning("%s; resuming from %s (update %d), the newest complete checkpoint", why, path.name, n)
+        return path, candidate
+    if error is not None:
+        raise error
+    return (last, state) if state is not None else None
 
 
 def copy_checkpoint(src: str | Path, dst: str | Path) -> None:

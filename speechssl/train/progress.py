@@ -4,8 +4,9 @@ Only rank 0 writes. Files in the experiment directory:
 
 - ``train.log``: the ``speechssl`` log records of the run (plain text, appended across resumes).
 - ``metrics.jsonl``: one JSON object per update (``{"split": "train", "update": n, "loss": ...}``)
-  and per validation (``"split": "valid"``), full float precision. After a resume the updates
-  following the checkpoint appear again; the last record of an update is the one that counts.
+  and per validation (``"split": "valid"``), full float precision. On a resume the Trainer
+  calls :meth:`TrainingLog.rewind`, which drops the records after the checkpoint's update (and
+  half-written lines), so no update appears twice.
 - ``tensorboard/``: scalars ``train/*`` every ``log_every_updates`` updates and ``valid/*``.
 """
 from __future__ import annotations
@@ -17,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from speechssl.atomic import atomic_write_text
 
 __all__ = ["TrainingLog"]
 
@@ -67,6 +70,42 @@ class TrainingLog:
             from torch.utils.tensorboard import SummaryWriter  # lazy: pulls in tensorboard
 
             self._writer = SummaryWriter(str(self.exp_dir / "tensorboard"))
+
+    def rewind(self, update: int) -> int:
+        """Cut ``metrics.jsonl`` back to the records of updates ``<= update`` (the resume point).
+
+        Records of later updates (written after the checkpoint a run resumes from) and
+        half-written lines are dropped; the file is rewritten atomically. Call after
+        :meth:`open`.
+
+        Returns:
+            the number of records dropped.
+        """
+        path = self.exp_dir / "metrics.jsonl"
+        if not self.enabled or self._metrics is None or not path.is_file():
+            return 0
+        kept, dropped = [], 0
+        with open(path, encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if not line.strip():
+                    continue
+                try:
+                    record = json.loads(line)
+                    at = int(record.get("update", 0)) if isinstance(record, dict) else None
+                except (ValueError, TypeError):
+                    at = None
+                if at is None or at > update:
+                    dropped += 1
+                else:
+                    kept.append(line if line.endswith("\n") else line + "\n")
+        if not dropped:
+            return 0
+        self._metrics.close()
+        atomic_write_text(path, "".join(kept))
+        self._metrics = open(path, "a", encoding="utf-8")
+        _log.info("%s: dropped %d record(s) after update %d, written by the interrupted run after the checkpoint "
+                  "it resumes from", path, dropped, update)
+        return dropped
 
     def close(self) -> None:
         """Close the bar, files and tensorboard writer; detach the log handler."""

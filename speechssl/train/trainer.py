@@ -10,6 +10,12 @@ Usage::
     trainer = Trainer(task, TrainerConfig(max_updates=1000), "exp/run1")
     trainer.fit()                 # resumes from exp/run1/checkpoint_last.pt when present
 
+Resuming takes the newest complete checkpoint whose tensors match their digests
+(``checkpoint_last.pt``, or a newer/intact ``checkpoint_<n>.pt`` when the last one was being
+written when the run was killed); it is loaded and checked before anything in ``exp_dir`` is
+written, so a refused resume leaves ``config.yaml`` as it was; ``metrics.jsonl`` is cut back to
+the resume point, and temporaries that a killed run left are removed.
+
 Under ``torchrun --nproc_per_node N`` the same code runs distributed data parallel.
 
 The Task's hooks (documented in :mod:`speechssl.train.task`): ``frozen_modules`` (kept out of
@@ -34,7 +40,7 @@ import torch
 import yaml
 from torch import nn
 
-from speechssl.atomic import atomic_write_text
+from speechssl.atomic import atomic_write_text, remove_stale
 from speechssl.config import to_dict
 from speechssl.data.multisource import MultiSourceBatchSampler, MultiSourceDataset
 from speechssl.data.sampler import MaxTokensBatchSampler
@@ -221,8 +227,11 @@ class Trainer:
         """Train until ``max_updates``/``max_epochs``; return the last validation results."""
         self.log.open()
         try:
+            if self.dist.is_main:  # temporaries of writes a killed run left (its own directory: any age)
+                remove_stale(self.exp_dir, unowned_age_s=0)
+            self._maybe_resume()   # refused before anything of the run is overwritten
+            self.log.rewind(self.num_updates)
             self._save_config()
-            self._maybe_resume()
             if self.cfg.scan_oom_batches and not self._done():
                 self._scan_pessimistic_batches(self.cfg.scan_oom_batches)
             while not self._done():
@@ -479,10 +488,13 @@ class Trainer:
             atomic_write_text(self.exp_dir / "config.yaml", yaml.safe_dump(self.config_tree, sort_keys=False))
 
     def _maybe_resume(self) -> None:
-        path = self.exp_dir / ckpt.LAST
-        if not (self.cfg.resume and path.is_file()):
+        """Load the newest complete, verified checkpoint of ``exp_dir`` (see ``ckpt.load_latest``)."""
+        if not self.cfg.resume:
             return
-        state = ckpt.load_checkpoint(path)
+        found = ckpt.load_latest(self.exp_dir)
+        if found is None:
+            return
+        path, state = found
         self.model.load_state_dict(self.frozen.restore(state["model"], state.get("frozen", {}), str(path)))
         check_group_names(state["optimizer"], self.optimizer, str(path))
         configured = [(g.get("weight_decay"), g.get("lr_scale")) for g in self.optimizer.param_groups]
