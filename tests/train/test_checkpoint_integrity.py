@@ -6,8 +6,6 @@ one line naming the file (and the tensor); a checkpoint written before digests l
 """
 from __future__ import annotations
 
-import io
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +14,7 @@ import torch
 
 from speechssl.train import Trainer
 from speechssl.train import checkpoint as ckpt
+from tests.train.corrupt import flip_bit_in_tensor
 from tests.train.test_trainer import tiny_cfg
 from tests.train.tiny_task import TinyTask, TinyTaskConfig
 
@@ -29,24 +28,6 @@ def _state() -> dict[str, Any]:
         "rng": [{"torch": torch.get_rng_state()}],
         "num_updates": 3,
     }
-
-
-def _flip_bit_in_tensor(path: Path, key: str, value: torch.Tensor) -> None:
-    """Flip one bit inside the stored bytes of ``value`` (found in the zip's data records)."""
-    raw = value.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
-    with zipfile.ZipFile(path) as zf:
-        members = {i.filename: zf.read(i.filename) for i in zf.infolist()}
-    hits = [name for name, data in members.items() if "/data/" in name and data == raw]
-    assert len(hits) == 1, f"tensor {key} not found uniquely in {path}"
-    data = bytearray(members[hits[0]])
-    data[len(data) // 2] ^= 0x10
-    members[hits[0]] = bytes(data)
-    # rewrite uncompressed, same member order (torch's own reader only needs a valid zip)
-    buf = io.BytesIO()
-    with zipfile.ZipFile(path) as zf, zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as out:
-        for info in zf.infolist():
-            out.writestr(info, members[info.filename])
-    path.write_bytes(buf.getvalue())
 
 
 def test_round_trip_verifies_and_state_is_not_modified(tmp_path: Path) -> None:
@@ -63,7 +44,7 @@ def test_flipped_bit_is_refused_naming_file_and_tensor(tmp_path: Path) -> None:
     state = _state()
     path = tmp_path / "c.pt"
     ckpt.save_checkpoint(state, path)
-    _flip_bit_in_tensor(path, "model/enc.weight", state["model"]["enc.weight"])
+    flip_bit_in_tensor(path, "model/enc.weight", state["model"]["enc.weight"])
     assert torch.load(path, weights_only=True)["num_updates"] == 3  # torch alone does not notice
     with pytest.raises(ckpt.CheckpointIntegrityError) as err:
         ckpt.load_checkpoint(path)
@@ -76,7 +57,7 @@ def test_flipped_bit_in_optimizer_state_is_refused(tmp_path: Path) -> None:
     state = _state()
     path = tmp_path / "c.pt"
     ckpt.save_checkpoint(state, path)
-    _flip_bit_in_tensor(path, "exp_avg", state["optimizer"]["state"][0]["exp_avg"])
+    flip_bit_in_tensor(path, "exp_avg", state["optimizer"]["state"][0]["exp_avg"])
     with pytest.raises(ValueError, match=r"tensor 'optimizer/state/0/exp_avg' \(float32, shape \(4, 3\)\)"):
         ckpt.load_checkpoint(path)
 
@@ -147,7 +128,7 @@ def test_trainer_checkpoints_carry_digests_and_resume_refuses_a_flipped_bit(tiny
     assert any(k.startswith("optimizer/") for k in state[ckpt.DIGESTS]["tensors"])
     assert ckpt.numbered_checkpoints(exp) == []  # keep_last=0: nothing to fall back to
     name, weight = next((k, v) for k, v in state["model"].items() if v.numel() > 16)
-    _flip_bit_in_tensor(last, name, weight)
+    flip_bit_in_tensor(last, name, weight)
     config_before = (exp / "config.yaml").read_bytes()
     resumed = Trainer(TinyTask(TinyTaskConfig(data=str(tiny_data))), tiny_cfg(max_updates=4, save_every_updates=2,
                                                                             keep_last=0), exp)
