@@ -6,6 +6,8 @@ Markers:
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -27,7 +29,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> "Path":
+def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The embedded corpus, preset ``tiny``, seed 0 (layout: ``speechssl.corpus`` docstring).
 
     Built once per test session and shared by pytest-xdist workers (a file lock guards the

@@ -10,7 +10,6 @@ from sklearn.cluster import KMeans
 from sklearn.datasets import make_blobs
 
 from speechssl.cluster import Rows, fit_kmeans, kmeans_plusplus
-from speechssl.cluster.model import squared_distances
 
 
 def _blobs(n: int = 3000, d: int = 8, centers: int = 12, seed: int = 0) -> np.ndarray:

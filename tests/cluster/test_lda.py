@@ -1,7 +1,6 @@
 """``speechssl cluster lda``: documents, the fit against gensim itself, planted topics, files and resume."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np

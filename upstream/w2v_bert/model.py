@@ -224,7 +224,7 @@ class W2vBertPretrainModel(nn.Module):
             the cross-entropy summed over masked frames and the ``G`` codebooks (float32), and the
             number of (frame, codebook) ids predicted right.
         """
-        G, V = self.config.latent_groups, self.config.latent_vars
+        V = self.config.latent_vars
         logits = self.mlm_proj(hidden[mask]).float().view(-1, V)  # (N·G, V)
         target = codes[mask].reshape(-1)  # (N·G,)
         loss = nn.functional.cross_entropy(logits, target, reduction="sum")

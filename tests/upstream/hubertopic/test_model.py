@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.nn import functional as F
 
 from speechssl.nn.pooling import AttentionPooling, masked_mean
 from speechssl.train.task import PretrainContext
