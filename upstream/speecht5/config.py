@@ -52,7 +52,7 @@ class SpeechT5Config(UnitPredictionConfig):
     positional_dropout: float = 0.1  # after the pre-nets' position embeddings
     # position of the first speech frame / text token in the "concat" sinusoidal tables
     # (transformers: pad_token_id + 1, positions start after the padding index)
-    position_offset: int = 2
+    position_offset: int = 4  # pad_token_id + 1, as transformers
 
     # --- decoder -------------------------------------------------------------------------------
     decoder_layers: int = 6

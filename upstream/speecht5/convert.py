@@ -329,8 +329,7 @@ def speechssl_to_hf(config: SpeechT5Config, state_dict: Mapping[str, torch.Tenso
     hf_config = speechssl_config_to_hf(export, arch)
     inverse = {ours: hf for hf, ours in hf_key_table(export).items()}
     out = {inverse[k]: v for k, v in state.items() if k in inverse}
-    if export.text_decoder and export.tie_word_embeddings:
-        out["text_decoder_postnet.lm_head.weight"] = state["embed_tokens.weight"]
+    # tied: transformers ties lm_head to the embedding on load (safetensors refuses the shared copy)
     dropped = sorted(set(state) - set(inverse) - {"mask_emb"})
     if dropped:
         logger.info("%s has no place for %d parameter(s), dropped: %s", arch, len(dropped), ", ".join(dropped))

@@ -1,8 +1,9 @@
 """BART text infilling (Lewis et al., 2020), SpeechT5's text pretraining corruption.
 
-A fraction ``ratio`` (SpeechT5: 0.3) of an item's tokens is covered by spans whose lengths are
-drawn from Poisson(``poisson_lambda``) (3.5); each maximal masked run becomes one ``<mask>``
-token (``replace_length`` 1), a zero-length span inserts one, and a fraction ``random_ratio``
+Exactly ``ceil(ratio · n)`` (SpeechT5: 30 %) of an item's ``n`` tokens are covered by disjoint
+spans whose lengths are drawn from Poisson(``poisson_lambda``) (3.5), the last one trimmed, at
+random places; each span becomes one ``<mask>`` token (``replace_length`` 1), a zero-length
+span inserts one, and a fraction ``random_ratio``
 (0.1) of those mask tokens is a random non-special token instead. The final ``eos`` is never
 masked. The decoder reconstructs the original.
 
@@ -43,30 +44,24 @@ def text_infilling(tokens: torch.Tensor, *, mask_id: int, generator: torch.Gener
     spans: list[int] = []
     while sum(spans) < to_mask:
         spans.extend(int(v) for v in torch.poisson(torch.full((8,), poisson_lambda), generator=generator))
-    total, cut = 0, 0
+    total = 0
     for cut, s in enumerate(spans):  # keep the prefix that reaches to_mask, trim its last span
         if total + s >= to_mask:
             spans = spans[:cut] + [to_mask - total]
             break
         total += s
-    starts = torch.randint(0, n, (len(spans),), generator=generator).tolist()
-    masked = torch.zeros(n, dtype=torch.bool)
-    insert = torch.zeros(n, dtype=torch.bool)
-    for start, length in zip(starts, spans):
-        if length == 0:
-            insert[start] = True
-        else:
-            masked[start:start + length] = True
-    out: list[int] = []
+    # disjoint placement: the n - to_mask kept tokens split into len(spans) + 1 random gaps
+    free = n - to_mask
+    cuts = sorted(torch.randint(0, free + 1, (len(spans),), generator=generator).tolist())
+    gaps = [b - a for a, b in zip([0] + cuts, cuts + [free])]
     body_list = body.tolist()
-    for i in range(n):
-        if insert[i] and not masked[i]:
-            out.append(-1)
-        if masked[i]:
-            if i == 0 or not masked[i - 1]:
-                out.append(-1)
-        else:
-            out.append(body_list[i])
+    out: list[int] = []
+    pos = 0
+    for gap, length in zip(gaps, spans):
+        out.extend(body_list[pos:pos + gap])
+        out.append(-1)  # one mask token per span; a zero-length span inserts one
+        pos += gap + length
+    out.extend(body_list[pos:])
     result = torch.tensor(out, dtype=torch.long)
     holes = result == -1
     use_random = torch.rand(len(result), generator=generator) < random_ratio

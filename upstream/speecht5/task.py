@@ -95,7 +95,8 @@ class SpeechT5PretrainTask(UnitPredictionTask):
                "bos_token_id": int(self.sp.bos_id())}
         if min(ids.values()) < 0:
             raise ValueError(f"{spm_path}: needs pad, bos and eos pieces, got ids {ids}")
-        wanted = dict(vocab_size=vocab, decoder_start_token_id=ids["eos_token_id"], **ids)
+        wanted = dict(vocab_size=vocab, decoder_start_token_id=ids["eos_token_id"],
+                      position_offset=ids["pad_token_id"] + 1, **ids)
         if any(getattr(self.model_cfg, k) != v for k, v in wanted.items()):
             _log.info("model text settings set from %s: %s", spm_path, wanted)
             self.model_cfg = replace(self.model_cfg, **wanted)
