@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 
 import torch
 
-from speechssl.atomic import temp_dir_beside, temp_name_prefix
+from speechssl.atomic import temp_dir_beside, temp_name_prefix, umask
 from speechssl.version import __version__
 
 __all__ = [
@@ -201,12 +201,28 @@ def fsync_file(path: Path) -> None:
         os.close(fd)
 
 
+def _apply_umask(root: Path) -> None:
+    """Give ``root`` and everything in it the modes ``mkdir``/``open`` give under the umask.
+
+    Writers that stage through temporary files (``safetensors.save_file``, ``mkdtemp``) make
+    0600/0700 entries; a model directory must be as readable as the user's other files.
+    """
+    mask = umask()
+    os.chmod(root, 0o777 & ~mask)
+    for path in root.rglob("*"):
+        if path.is_symlink():
+            continue
+        executable = path.is_dir() or path.stat().st_mode & 0o111
+        os.chmod(path, (0o777 if executable else 0o666) & ~mask)
+
+
 def replace_dir(staged: Path, dst: Path, replaceable: Callable[[Path], bool] = is_model_dir,
                 kind: str = "speechssl model") -> None:
     """Move the finished directory ``staged`` to ``dst``, swapping out an existing model directory.
 
     The old directory is renamed aside first and removed only after the new one is in place,
-    so a crash leaves either the old or the new model (plus a hidden leftover), never a mix.
+    so a crash leaves either the old or the new model (plus a hidden leftover that the next
+    write removes), never a mix. Everything in ``staged`` gets the umask's modes first.
 
     Args:
         replaceable: whether an existing non-empty ``dst`` may be replaced.
@@ -222,6 +238,7 @@ def replace_dir(staged: Path, dst: Path, replaceable: Callable[[Path], bool] = i
         shutil.rmtree(staged, ignore_errors=True)
         raise HubError(f"{dst}: exists and is not a {kind} directory; refusing to overwrite it: choose "
                        "a new or empty directory")
+    _apply_umask(staged)
     old = None
     if dst.exists():
         old = Path(tempfile.mkdtemp(prefix=temp_name_prefix(dst), suffix=".old", dir=dst.parent))

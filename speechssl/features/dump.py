@@ -312,11 +312,12 @@ def dump_features(manifest: str | Path | Manifest, feat_dir: str | Path, source:
         "manifest_sha1": _digest(manifest.source) if manifest.source else None,
         "rows": [start, end],
     }
+    partial = _PartialShard(paths)
     if not overwrite and _is_complete(paths, fingerprint):
+        partial.remove()  # what an interrupted overwrite left: the finished shard is kept
         _log.info("%s is complete (%d utterances); skipping (use overwrite to redo it)", paths["npy"], end - start)
         return paths
 
-    partial = _PartialShard(paths)
     dim = int(source.dim)
     rows_done, frames_done = (0, 0) if overwrite else partial.resume_point(fingerprint, dim)
     if rows_done:
