@@ -56,6 +56,7 @@ setup(
             "kaldi-native-fbank>=1.18,<2",
             "transformers>=4.40,<6",
             "jiwer>=3,<5",
+            "pyannote.metrics>=4,<5",  # DER oracle (tests/downstream/test_metrics_oracles.py)
             "filelock>=3.12,<5",
         ],
     },
