@@ -30,7 +30,7 @@ from speechssl.data.labels import LabelFile, LabelKind, LabelSpec, check_label_k
 from speechssl.data.manifest import Manifest, read_manifest
 
 # LabelSpec, LabelKind and frame_crop live in speechssl.data.labels; re-exported here.
-__all__ = ["LabelSpec", "LabelKind", "AudioDataset", "frame_crop", "RESERVED_KEYS"]
+__all__ = ["LabelSpec", "LabelKind", "AudioDataset", "audio_split", "split_manifest", "frame_crop", "RESERVED_KEYS"]
 
 _log = logging.getLogger(__name__)
 
@@ -176,3 +176,27 @@ class AudioDataset(SizedDataset):
         return AudioCollater(label_kinds=self.label_kinds, frame_label_rates=self.frame_label_rates,
                              pad_audio=pad_audio, label_pad=label_pad, crop=self.crop,
                              max_sample_size=self.max_sample_size, sample_rate=self.sample_rate)
+
+
+def split_manifest(data_dir: str | Path, split: str) -> Path:
+    """``<data_dir>/<split>.tsv``, or FileNotFoundError naming it and the split."""
+    manifest = Path(data_dir) / f"{split}.tsv"
+    if not manifest.is_file():
+        raise FileNotFoundError(f"manifest not found: {manifest} (split {split!r} of task.data)")
+    return manifest
+
+
+def audio_split(data_dir: str | Path, split: str, labels: Sequence[LabelSpec] = (), *, train: bool,
+                max_sample_size: int | None, min_sample_size: int, random_crop: bool, seed: int,
+                sample_rate: int) -> AudioDataset:
+    """The pretraining dataset of ``<data_dir>/<split>.tsv``, as every audio method reads it.
+
+    Training crops start at random when ``random_crop`` (else at the beginning, as validation
+    always does). Waveforms are not normalised here: models that want it do it themselves.
+
+    Raises:
+        FileNotFoundError: no such manifest (naming it and the split).
+    """
+    return AudioDataset(split_manifest(data_dir, split), labels, max_sample_size=max_sample_size, min_sample_size=min_sample_size,
+                        crop="random" if (train and random_crop) else "start", normalize=False, seed=seed,
+                        sample_rate=sample_rate)

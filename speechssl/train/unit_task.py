@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from speechssl.data.collate import AudioCollater
-from speechssl.data.dataset import AudioDataset, LabelSpec
+from speechssl.data.dataset import AudioDataset, LabelSpec, audio_split, split_manifest
 from speechssl.data.manifest import Dictionary, read_dict
 from speechssl.nn.losses import masked_prediction_loss
 from speechssl.nn.unit_prediction import UnitPredictionModel
@@ -146,18 +146,14 @@ class UnitPredictionTask(Task):
                               sample_rate=self.cfg.sample_rate)
 
     def dataset(self, split: str) -> AudioDataset:
-        manifest = self.data_dir / f"{split}.tsv"
-        if not manifest.is_file():
-            raise FileNotFoundError(f"manifest not found: {manifest} (split {split!r} of task.data)")
+        split_manifest(self.data_dir, split)  # a missing manifest is named before its labels
         specs = [LabelSpec(self.label_path(split, label), "frame", name=label, label_rate=rate, dictionary=d)
                  for label, rate, d in zip(self.cfg.labels, self.label_rates, self.dictionaries)]
         specs += self.extra_labels(split)
-        train = split == "train"
-        # normalize=False: the model normalises waveforms itself (config.normalize)
-        return AudioDataset(manifest, specs, max_sample_size=self.cfg.max_sample_size,
-                            min_sample_size=self.cfg.min_sample_size,
-                            crop="random" if (train and self.cfg.random_crop) else "start",
-                            normalize=False, seed=self.cfg.seed, sample_rate=self.cfg.sample_rate)
+        c = self.cfg
+        return audio_split(self.data_dir, split, specs, train=split == "train", max_sample_size=c.max_sample_size,
+                           min_sample_size=c.min_sample_size, random_crop=c.random_crop, seed=c.seed,
+                           sample_rate=c.sample_rate)
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         return self._collater(items)

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from speechssl.data.collate import AudioCollater
-from speechssl.data.dataset import AudioDataset
+from speechssl.data.dataset import AudioDataset, audio_split
 from speechssl.train.task import PretrainContext, Task
 from speechssl.upstream.ssamba.config import SsambaConfig
 from speechssl.upstream.ssamba.model import SsambaPretrainModel
@@ -105,14 +105,10 @@ class SsambaPretrainTask(Task):
                                    cluster=(c.cluster_min, c.cluster_max))
 
     def dataset(self, split: str) -> AudioDataset:
-        manifest = self.data_dir / f"{split}.tsv"
-        if not manifest.is_file():
-            raise FileNotFoundError(f"manifest not found: {manifest} (split {split!r} of task.data)")
-        train = split == "train"
-        return AudioDataset(manifest, (), max_sample_size=self.cfg.max_sample_size,
-                            min_sample_size=self.cfg.min_sample_size,
-                            crop="random" if (train and self.cfg.random_crop) else "start",
-                            normalize=False, seed=self.cfg.seed, sample_rate=self.cfg.sample_rate)
+        c = self.cfg
+        return audio_split(self.data_dir, split, train=split == "train", max_sample_size=c.max_sample_size,
+                           min_sample_size=c.min_sample_size, random_crop=c.random_crop, seed=c.seed,
+                           sample_rate=c.sample_rate)
 
     def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         return self._collater(items)
