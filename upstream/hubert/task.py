@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from speechssl.train.presets import cpu_tiny, fairseq_pretraining
 from speechssl.train.unit_task import UnitPredictionTask, UnitTaskConfig
 from speechssl.upstream.hubert.config import HubertConfig
 from speechssl.upstream.hubert.model import HubertPretrainModel
@@ -42,20 +43,11 @@ class HubertPretrainTask(UnitPredictionTask):
     @classmethod
     def trainer_preset(cls, preset: str) -> Any:
         """Default ``TrainerConfig`` of a model preset: fairseq's recipes for base/large, a short CPU run for tiny."""
-        from speechssl.train.config import OptimConfig, ScheduleConfig, TrainerConfig
-
         if preset == "tiny":
             # lr 2e-3 learns fastest on the tiny corpus; 3e-3 collapses to the label prior
-            return TrainerConfig(max_updates=400, max_tokens=160_000, optim=OptimConfig(lr=2e-3),
-                                 schedule=ScheduleConfig(name="linear", warmup_updates=40),
-                                 save_every_updates=100, validate_every_updates=100, log_every_updates=10)
+            return cpu_tiny()
         if preset == "base":
-            return TrainerConfig(max_updates=400_000, max_tokens=1_400_000, optim=OptimConfig(lr=5e-4, clip_norm=10.0),
-                                 schedule=ScheduleConfig(name="linear", warmup_updates=32_000),
-                                 save_every_updates=25_000, validate_every_updates=10_000,
-                                 find_unused_parameters=True)
+            return fairseq_pretraining(lr=5e-4, warmup_updates=32_000, max_tokens=1_400_000, find_unused_parameters=True)
         if preset == "large":
-            return TrainerConfig(max_updates=400_000, max_tokens=900_000, optim=OptimConfig(lr=1.5e-3, clip_norm=1.0),
-                                 schedule=ScheduleConfig(name="linear", warmup_updates=32_000),
-                                 save_every_updates=25_000, validate_every_updates=10_000)
+            return fairseq_pretraining(lr=1.5e-3, warmup_updates=32_000, max_tokens=900_000, clip_norm=1.0)
         return None

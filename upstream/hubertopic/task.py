@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from speechssl.data.dataset import LabelSpec
+from speechssl.train.presets import cpu_tiny, fairseq_pretraining
 from speechssl.train.task import PretrainContext
 from speechssl.train.unit_task import UnitPredictionTask, UnitTaskConfig
 from speechssl.upstream.hubertopic.config import HubertopicConfig
@@ -77,17 +78,10 @@ class HubertopicPretrainTask(UnitPredictionTask):
     @classmethod
     def trainer_preset(cls, preset: str) -> Any:
         """Default ``TrainerConfig`` of a model preset: HuBERT's (a short CPU run for tiny, fairseq's for base)."""
-        from speechssl.train.config import OptimConfig, ScheduleConfig, TrainerConfig
-
         if preset == "tiny":
-            return TrainerConfig(max_updates=400, max_tokens=160_000, optim=OptimConfig(lr=2e-3),
-                                 schedule=ScheduleConfig(name="linear", warmup_updates=40),
-                                 save_every_updates=100, validate_every_updates=100, log_every_updates=10)
+            return cpu_tiny()
         if preset == "base":
-            return TrainerConfig(max_updates=400_000, max_tokens=1_400_000, optim=OptimConfig(lr=5e-4, clip_norm=10.0),
-                                 schedule=ScheduleConfig(name="linear", warmup_updates=32_000),
-                                 save_every_updates=25_000, validate_every_updates=10_000,
-                                 find_unused_parameters=True)
+            return fairseq_pretraining(lr=5e-4, warmup_updates=32_000, max_tokens=1_400_000, find_unused_parameters=True)
         return None
 
     def extra_label_kinds(self) -> dict[str, str]:

@@ -39,6 +39,7 @@ from speechssl.data.text import TextDataset
 from speechssl.features.kaldi import fbank
 from speechssl.nn.lengths import padding_mask
 from speechssl.nn.losses import masked_prediction_loss
+from speechssl.train.presets import cpu_tiny, fairseq_pretraining
 from speechssl.train.task import PretrainContext
 from speechssl.train.unit_task import UnitPredictionTask, UnitTaskConfig
 from speechssl.upstream.speecht5.config import SpeechT5Config
@@ -107,16 +108,11 @@ class SpeechT5PretrainTask(UnitPredictionTask):
     @classmethod
     def trainer_preset(cls, preset: str) -> Any:
         """HuBERT's trainer settings for the same preset sizes."""
-        from speechssl.train.config import OptimConfig, ScheduleConfig, TrainerConfig
-
         if preset == "tiny":
-            return TrainerConfig(max_updates=400, max_tokens=160_000, optim=OptimConfig(lr=2e-3),
-                                 schedule=ScheduleConfig(name="linear", warmup_updates=40),
-                                 save_every_updates=100, validate_every_updates=100, log_every_updates=10)
+            return cpu_tiny()
         if preset == "base":
-            return TrainerConfig(max_updates=500_000, max_tokens=1_400_000, optim=OptimConfig(lr=2e-4, clip_norm=10.0),
-                                 schedule=ScheduleConfig(name="linear", warmup_updates=64_000),
-                                 save_every_updates=25_000, validate_every_updates=10_000, log_every_updates=200)
+            return fairseq_pretraining(lr=2e-4, warmup_updates=64_000, max_tokens=1_400_000, max_updates=500_000,
+                                       log_every_updates=200)
         return None
 
     # --- data -----------------------------------------------------------------------------------

@@ -33,6 +33,7 @@ from torch import nn
 
 from speechssl.data.collate import AudioCollater
 from speechssl.data.dataset import AudioDataset, audio_split
+from speechssl.train.presets import cpu_tiny, fairseq_pretraining
 from speechssl.train.task import PretrainContext, Task
 from speechssl.upstream.w2v_bert.config import W2vBertConfig
 from speechssl.upstream.w2v_bert.model import W2vBertPretrainModel
@@ -93,20 +94,12 @@ class W2vBertPretrainTask(Task):
     @classmethod
     def trainer_preset(cls, preset: str) -> Any:
         """Default ``TrainerConfig``: a short CPU run for tiny; wav2vec 2.0-style schedules for base / 600m."""
-        from speechssl.train.config import OptimConfig, ScheduleConfig, TrainerConfig
-
         if preset == "tiny":
-            return TrainerConfig(max_updates=400, max_tokens=160_000, optim=OptimConfig(lr=2e-3),
-                                 schedule=ScheduleConfig(name="linear", warmup_updates=40),
-                                 save_every_updates=100, validate_every_updates=100, log_every_updates=10)
+            return cpu_tiny()
         if preset == "base":
-            return TrainerConfig(max_updates=400_000, max_tokens=1_400_000, optim=OptimConfig(lr=5e-4, clip_norm=10.0),
-                                 schedule=ScheduleConfig(name="linear", warmup_updates=32_000),
-                                 save_every_updates=25_000, validate_every_updates=10_000)
+            return fairseq_pretraining(lr=5e-4, warmup_updates=32_000, max_tokens=1_400_000)
         if preset == "600m":
-            return TrainerConfig(max_updates=400_000, max_tokens=1_200_000, optim=OptimConfig(lr=2e-4, clip_norm=10.0),
-                                 schedule=ScheduleConfig(name="linear", warmup_updates=25_000),
-                                 save_every_updates=25_000, validate_every_updates=10_000)
+            return fairseq_pretraining(lr=2e-4, warmup_updates=25_000, max_tokens=1_200_000)
         return None
 
     # --- Task contract ---------------------------------------------------------------------
