@@ -83,18 +83,19 @@ class FeatureUpstream(nn.Module):
         return {"hidden_states": [feats], "last_hidden_state": feats, "lengths": out_lengths.long()}
 
 
-def random_upstream(method: str, preset: str | None = None, seed: int = 0) -> nn.Module:
+def random_upstream(method: str, preset: str | None = None, seed: int = 0, modality: str = "audio") -> nn.Module:
     """A randomly initialised model of a registered method, the same for the same seed.
 
     Args:
         method: registry name (``"hubert"``).
         preset: size preset; default :data:`DEFAULT_RANDOM_PRESET` (``"base"``).
         seed: seed of the initialisation (the global RNG is left untouched).
+        modality: what the task evaluates; a method of another modality is refused.
     """
     from speechssl.registry import get_method
 
     spec = get_method(method)
-    spec.require_modality("audio", f"random:{method}: the downstream runner's speech tasks")
+    spec.require_modality(modality, f"the downstream runner's {modality} tasks (-u random:{method})")
     config = spec.preset(preset or DEFAULT_RANDOM_PRESET)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

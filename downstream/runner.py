@@ -173,7 +173,8 @@ def prepare(run: RunConfig, task_cfg: Any, trainer: TrainerConfig, spec: Downstr
     if not data.is_dir():
         raise FileNotFoundError(f"--data {data}: no such directory")
     device = str(resolve_device(run.device))
-    upstream = load_upstream(run.upstream, ckpt=run.upstream_ckpt, seed=run.upstream_seed, device=device)
+    upstream = load_upstream(run.upstream, ckpt=run.upstream_ckpt, seed=run.upstream_seed, device=device,
+                             modality=spec.modality)
     cache_root = Path(run.cache.dir) if run.cache.dir else expdir.parent / ".feature_cache"
     cache = None
     if run.cache.enabled and not run.upstream_trainable:

@@ -3,8 +3,9 @@
 Specs, in the order they are tried:
 
 =============================  ===========================================================
-``fbank``, ``mfcc``,           surface-feature baselines (:mod:`.baselines`)
+``fbank``, ``mfcc``,           surface-feature baselines (:mod:`.baselines`), audio tasks
 ``spectrogram``
+``pixels[@<size>x<channels>]`` raw pixels (:mod:`.image_features`), image tasks; default 32x3
 ``random:<method>[@preset]``   a randomly initialised model of a registered method
 a path                         a hub model directory or a training checkpoint (``hub.load``)
 a name                         a model in the local zoo (``hub.load``)
@@ -30,12 +31,14 @@ from torch import nn
 
 from speechssl.config import to_dict
 from speechssl.downstream.baselines import BASELINE_FEATURES, FeatureConfig, FeatureUpstream, random_upstream
+from speechssl.downstream.image_features import PixelConfig, PixelUpstream
 
 __all__ = ["LoadedUpstream", "load_upstream", "upstream_hash"]
 
 _log = logging.getLogger(__name__)
 
 _RANDOM = re.compile(r"^random:([A-Za-z0-9_\-]+)(?:@([A-Za-z0-9_\-]+))?$")
+_PIXELS = re.compile(r"^pixels(?:@(\d+)x(\d+))?$")
 
 
 @dataclass
@@ -48,12 +51,14 @@ class LoadedUpstream:
         hash: hex sha256 of the method, config and weights: two upstreams with the same hash
             produce the same features (it keys the feature cache and goes into results).
         method: the model's registry method (``"hubert"``) or baseline kind (``"fbank"``).
+        modality: what it encodes (``"audio"``, ``"image"``).
     """
 
     model: nn.Module
     name: str
     hash: str
     method: str
+    modality: str = "audio"
 
     @property
     def num_layers(self) -> int:
@@ -64,13 +69,19 @@ class LoadedUpstream:
         return list(self.model.hidden_sizes)
 
     @property
-    def downsample_rate(self) -> int:
-        return int(self.model.downsample_rate)
+    def downsample_rate(self) -> int | None:
+        """Samples per frame of an audio upstream; None for other modalities."""
+        return int(self.model.downsample_rate) if self.modality == "audio" else None
 
     def describe(self) -> dict[str, object]:
         """JSON-safe identity for ``result.json``."""
-        return {"name": self.name, "method": self.method, "hash": self.hash,
-                "hidden_sizes": self.hidden_sizes, "downsample_rate": self.downsample_rate}
+        out: dict[str, object] = {"name": self.name, "method": self.method, "hash": self.hash,
+                                  "hidden_sizes": self.hidden_sizes}
+        if self.modality == "audio":
+            out["downsample_rate"] = self.downsample_rate
+        else:
+            out["modality"] = self.modality
+        return out
 
 
 def upstream_hash(model: nn.Module) -> str:
@@ -93,7 +104,7 @@ def upstream_hash(model: nn.Module) -> str:
 
 
 def load_upstream(spec: str, *, ckpt: str | Path | None = None, seed: int = 0,
-                  device: torch.device | str = "cpu") -> LoadedUpstream:
+                  device: torch.device | str = "cpu", modality: str = "audio") -> LoadedUpstream:
     """Resolve ``spec`` (see the module docstring) into a frozen upstream on ``device``.
 
     Args:
@@ -101,6 +112,8 @@ def load_upstream(spec: str, *, ckpt: str | Path | None = None, seed: int = 0,
         ckpt: the ``-k`` value (a model directory or training checkpoint), if any.
         seed: initialisation seed of ``random:`` upstreams.
         device: where the model runs.
+        modality: what the task evaluates (its ``DownstreamTask.modality``); an upstream of
+            another modality is refused in one line.
 
     Raises:
         ValueError / FileNotFoundError / KeyError: the spec names nothing loadable; the
@@ -109,7 +122,8 @@ def load_upstream(spec: str, *, ckpt: str | Path | None = None, seed: int = 0,
     from speechssl.registry import list_methods
 
     if not spec:
-        raise ValueError("no upstream given: pass -u fbank|mfcc|spectrogram|random:<method>[@preset]|PATH|NAME")
+        baselines = "fbank|mfcc|spectrogram" if modality == "audio" else "pixels[@SIZExC]"
+        raise ValueError(f"no upstream given: pass -u {baselines}|random:<method>[@preset]|PATH|NAME")
     if ckpt is not None:
         model = _hub_load(ckpt, device)
         method = getattr(model, "method", None)
@@ -118,27 +132,38 @@ def load_upstream(spec: str, *, ckpt: str | Path | None = None, seed: int = 0,
                              f"pass -u {method} (or a free-form name)")
         name = spec
     elif spec in BASELINE_FEATURES:
+        if modality != "audio":
+            raise ValueError(f"-u {spec} is an audio baseline; {modality} tasks take -u pixels[@SIZExC], "
+                             "random:<method>[@preset], a path or a zoo name")
         model = FeatureUpstream(FeatureConfig(kind=spec, delta_order=0 if spec == "spectrogram" else 2))
+        name = spec
+    elif _PIXELS.match(spec):
+        if modality != "image":
+            raise ValueError(f"-u {spec} is the image baseline; {modality} tasks take "
+                             f"{'fbank, mfcc, spectrogram' if modality == 'audio' else 'a model'}")
+        m = _PIXELS.match(spec)
+        size, channels = (int(m.group(1)), int(m.group(2))) if m.group(1) else (32, 3)
+        model = PixelUpstream(PixelConfig(image_size=size, channels=channels))
         name = spec
     elif spec.startswith("random:"):
         m = _RANDOM.match(spec)
         if not m:
             raise ValueError(f"bad random upstream {spec!r}: expected random:<method>[@preset], "
                              "e.g. random:hubert@tiny")
-        model = random_upstream(m.group(1), m.group(2), seed=seed)
+        model = random_upstream(m.group(1), m.group(2), seed=seed, modality=modality)
         name = spec
     else:
         model = _hub_load(spec, device)
         name = spec
-    _check_modality(model, name)
+    _check_modality(model, name, modality)
     model = _freeze(model.to(device))
-    _check_contract(model, name)
+    _check_contract(model, name, modality)
     digest = upstream_hash(model)
     method = str(getattr(model, "method", type(model).__name__))
-    _log.info("upstream %s: method %s, %d hidden states of sizes %s, %d samples/frame, hash %s",
-              name, method, len(model.hidden_sizes), sorted(set(model.hidden_sizes)),
-              model.downsample_rate, digest[:12])
-    return LoadedUpstream(model=model, name=name, hash=digest, method=method)
+    rate = f", {model.downsample_rate} samples/frame" if modality == "audio" else ""
+    _log.info("upstream %s: method %s, %d hidden states of sizes %s%s, hash %s",
+              name, method, len(model.hidden_sizes), sorted(set(model.hidden_sizes)), rate, digest[:12])
+    return LoadedUpstream(model=model, name=name, hash=digest, method=method, modality=modality)
 
 
 def _hub_load(name_or_path: str | Path, device: torch.device | str) -> nn.Module:
@@ -161,17 +186,18 @@ def _freeze(model: nn.Module) -> nn.Module:
     return model
 
 
-def _check_modality(model: nn.Module, name: str) -> None:
-    """Speech tasks need an audio upstream; a registered method of another modality is refused."""
+def _check_modality(model: nn.Module, name: str, modality: str) -> None:
+    """A task evaluates upstreams of its modality; a registered method of another one is refused."""
     from speechssl.registry import get_method, list_methods
 
     method = getattr(model, "method", None)
     if isinstance(method, str) and method in list_methods():
-        get_method(method).require_modality("audio", f"upstream {name!r}: the downstream runner's speech tasks")
+        get_method(method).require_modality(modality, f"the downstream runner's {modality} tasks (-u {name})")
 
 
-def _check_contract(model: nn.Module, name: str) -> None:
-    for attr in ("hidden_sizes", "downsample_rate"):
+def _check_contract(model: nn.Module, name: str, modality: str) -> None:
+    needed = ("hidden_sizes", "downsample_rate") if modality == "audio" else ("hidden_sizes",)
+    for attr in needed:
         if not hasattr(model, attr):
             raise ValueError(f"upstream {name!r} ({type(model).__name__}) lacks attribute {attr!r} "
                              "required by the upstream contract (speechssl.registry)")

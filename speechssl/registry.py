@@ -144,11 +144,12 @@ class Method:
     def require_modality(self, modality: str | tuple[str, ...], what: str) -> None:
         """Raise :class:`ModalityError` unless this method's modality is (one of) ``modality``.
 
-        ``what`` names the command or task asking (``"the downstream runner"``).
+        ``what`` names who is asking, as a plural subject (``"the downstream runner's audio tasks"``).
         """
         wanted = (modality,) if isinstance(modality, str) else tuple(modality)
         if self.modality not in wanted:
-            raise ModalityError(f"{what} works with {' or '.join(wanted)} methods; {self.name!r} is a "
+            article = "an" if self.modality[0] in "aeiou" else "a"
+            raise ModalityError(f"{what} take {' or '.join(wanted)} methods; {self.name!r} is {article} "
                                 f"{self.modality} method (input: {INPUT_KINDS[self.input_kind]})")
 
     def converter(self, fmt: str) -> Any:
@@ -183,6 +184,8 @@ class DownstreamTask:
         metric: the headline metric's name (``"accuracy"``, ``"wer"``, ``"eer"``...).
         higher_is_better: direction of ``metric``.
         description: one line shown in reports.
+        modality: the modality of the upstreams it evaluates (one of :data:`MODALITIES`); the
+            runner refuses an upstream of another modality.
     """
 
     name: str
@@ -191,6 +194,12 @@ class DownstreamTask:
     metric: str
     higher_is_better: bool
     description: str = ""
+    modality: str = "audio"
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"downstream task {self.name!r}: modality {self.modality!r} is not one of "
+                             f"{', '.join(MODALITIES)}")
 
 
 @dataclass

@@ -66,7 +66,8 @@ def test_method_rejects_inconsistent_declarations():
 def test_downstream_runner_refuses_an_image_upstream(image_method, tmp_path):
     from speechssl.downstream.upstreams import load_upstream
 
-    with pytest.raises(ModalityError, match="works with audio methods; 'test-modality-image' is a image method"):
+    with pytest.raises(ModalityError, match=r"the downstream runner's audio tasks \(-u random:test-modality-image\) take audio methods; "
+                                          r"'test-modality-image' is an image method"):
         load_upstream("random:test-modality-image@tiny")
     saved = hub.save(_PatchModel(_PatchConfig()), tmp_path / "img")
     with pytest.raises(ModalityError, match="image method"):
@@ -108,3 +109,25 @@ def test_smallest_preset_is_declared_or_tiny():
     with pytest.raises(ValueError, match="smallest='huge' is not one of its presets"):
         Method(name="x", config_cls=_PatchConfig, model_cls=_PatchModel, presets={"tiny": _PatchConfig},
                smallest="huge")
+
+
+def test_downstream_tasks_declare_a_modality_and_the_runner_matches_upstreams_to_it(image_method, tmp_path):
+    from speechssl.downstream.upstreams import load_upstream
+    from speechssl.registry import DownstreamTask, get_downstream
+
+    assert get_downstream("ks").modality == "audio" and get_downstream("image_probe").modality == "image"
+    with pytest.raises(ValueError, match="modality 'smell'"):
+        DownstreamTask(name="x", task_cls=object, config_cls=object, metric="m", higher_is_better=True,
+                       modality="smell")
+    with pytest.raises(ValueError, match="-u fbank is an audio baseline; image tasks take -u pixels"):
+        load_upstream("fbank", modality="image")
+    with pytest.raises(ValueError, match="-u pixels is the image baseline; audio tasks take fbank"):
+        load_upstream("pixels")
+    pixels = load_upstream("pixels@8x3", modality="image")
+    assert pixels.hidden_sizes == [192] and pixels.downsample_rate is None
+    assert pixels.describe()["modality"] == "image" and "downsample_rate" not in pixels.describe()
+    img = load_upstream("random:test-modality-image@tiny", modality="image")
+    assert img.method == "test-modality-image" and img.downsample_rate is None
+    with pytest.raises(ModalityError, match="image tasks .* take image methods; 'hubert' is an audio method"):
+        load_upstream("random:hubert@tiny", modality="image")
+    assert load_upstream("random:hubert@tiny").describe()["downsample_rate"] == 320

@@ -15,4 +15,5 @@ __all__ = ["TASK", "ImageProbeConfig", "ImageProbe"]
 
 TASK = DownstreamTask(
     name="image_probe", task_cls=ImageProbe, config_cls=ImageProbeConfig, metric="accuracy", higher_is_better=True,
-    description="image probe: linear (and k-NN) classification of one image factor from frozen pooled features")
+    description="image probe: linear (and k-NN) classification of one image factor from frozen pooled features",
+    modality="image")
