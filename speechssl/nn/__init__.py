@@ -12,6 +12,9 @@
 * :mod:`speechssl.nn.unit_prediction` — HuBERT's masked unit-prediction head on the trunk.
 * :mod:`speechssl.nn.contrastive` — wav2vec 2.0 distractor sampling and contrastive loss.
 * :mod:`speechssl.nn.pooling` — utterance pooling over valid frames (mean, attention).
+* :mod:`speechssl.nn.decoder` — transformer decoder (causal self-attention + cross-attention; SpeechT5).
+* :mod:`speechssl.nn.vit` — ViT patch embedding, 2-D sin-cos positions, patchify, the image upstream.
+* :mod:`speechssl.nn.token_masking` — MAE's random token masking from explicit noise, and its restore.
 * :mod:`speechssl.nn.attention` — multi-head self-attention with key padding masks.
 * :mod:`speechssl.nn.quantizer` — Gumbel vector quantizer.
 * :mod:`speechssl.nn.losses` — masked prediction, InfoNCE / NT-Xent, masked MSE, layer distillation.
