@@ -19,8 +19,6 @@ and :mod:`speechssl.registry`.
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 from dataclasses import dataclass
@@ -29,9 +27,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from speechssl.config import to_dict
 from speechssl.downstream.baselines import BASELINE_FEATURES, FeatureConfig, FeatureUpstream, random_upstream
 from speechssl.downstream.image_features import PixelConfig, PixelUpstream
+from speechssl.fingerprint import model_sha256
 
 __all__ = ["LoadedUpstream", "load_upstream", "upstream_hash"]
 
@@ -85,22 +83,9 @@ class LoadedUpstream:
 
 
 def upstream_hash(model: nn.Module) -> str:
-    """sha256 over the model's method name, its config and every state-dict tensor (by name)."""
-    h = hashlib.sha256()
-    config = getattr(model, "config", None)
-    try:
-        cfg = to_dict(config) if config is not None else None
-    except TypeError:
-        cfg = repr(config)
-    h.update(json.dumps({"method": getattr(model, "method", type(model).__name__), "config": cfg},
-                        sort_keys=True, default=str).encode())
-    for key, tensor in sorted(model.state_dict().items()):
-        t = tensor.detach().cpu().contiguous()
-        h.update(key.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    """sha256 over the model's method name, its config and every state-dict tensor (by name):
+    :func:`speechssl.fingerprint.model_sha256`, the one model fingerprint."""
+    return model_sha256(model)
 
 
 def load_upstream(spec: str, *, ckpt: str | Path | None = None, seed: int = 0,

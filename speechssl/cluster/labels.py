@@ -7,21 +7,28 @@ Layout (fairseq HuBERT ``dump_km_label.py`` + its merge step):
 - ``<lab_dir>/<split>.km``: the shards concatenated in rank order (= manifest order);
 - ``<lab_dir>/dict.km.txt``: ``<unit> <count>`` for every unit ``0 .. K-1`` in numeric order.
 
-Every file is written atomically, so a shard file that exists is complete; reruns skip it.
+Every file is written atomically, so a shard file that exists is complete. Beside each shard
+file, ``<split>_<rank>_<nshard>.km.json`` holds the fingerprint of what labelled it (the
+centroids' sha256 and the feature shard's own fingerprint, :mod:`speechssl.fingerprint`): a
+rerun skips a shard only when both are unchanged, and relabels it, with a log line naming
+what changed, when the k-means model or the features differ.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
 
-from speechssl.atomic import atomic_open
+from speechssl.atomic import atomic_open, atomic_write_text
 from speechssl.cluster.model import KMeansModel
-from speechssl.cluster.store import FeatureShard, open_shard, shard_paths
+from speechssl.cluster.store import FeatureShard, open_shard, shard_fingerprint, shard_paths
 from speechssl.data.manifest import Dictionary, write_dict
+from speechssl.fingerprint import same_inputs
 from speechssl.log import progress_bar
 
 __all__ = ["shard_label_path", "dump_shard_labels", "merge_shard_labels", "dump_labels"]
@@ -36,6 +43,20 @@ def shard_label_path(lab_dir: str | Path, split: str, rank: int, nshard: int) ->
     return Path(lab_dir) / f"{split}_{rank}_{nshard}.km"
 
 
+def _label_fingerprint(model: KMeansModel, feat_dir: str | Path, split: str, rank: int, nshard: int
+                       ) -> dict[str, Any]:
+    centroids = model.centroids.detach().cpu().contiguous()
+    return {"kmeans_sha256": hashlib.sha256(centroids.numpy().tobytes()).hexdigest(),
+            "kmeans_shape": list(centroids.shape), "features": shard_fingerprint(feat_dir, split, rank, nshard)}
+
+
+def _recorded(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8")).get("fingerprint")
+    except (FileNotFoundError, ValueError, AttributeError, OSError):
+        return None
+
+
 def _count_lines(path: Path) -> int:
     with path.open("rb") as f:
         return sum(1 for _ in f)
@@ -48,8 +69,9 @@ def dump_shard_labels(
     """Label every frame of one feature shard with its nearest centroid.
 
     Returns:
-        The shard's ``.km`` file. An existing one with the right number of lines is kept
-        (resumable) unless ``overwrite``.
+        The shard's ``.km`` file. An existing one is kept (resumable) unless ``overwrite``,
+        when its recorded fingerprint matches this model and these features and its line
+        count the shard's; otherwise it is relabelled, with a log line.
 
     Raises:
         FileNotFoundError: the feature shard is missing.
@@ -62,16 +84,21 @@ def dump_shard_labels(
             f"{model.dim} ({model.feature or 'unknown features'}); dump labels from the features the "
             "model was fitted on")
     out = shard_label_path(lab_dir, split, rank, nshard)
-    if out.is_file() and not overwrite:
+    sidecar = out.with_name(out.name + ".json")
+    fingerprint = _label_fingerprint(model, feat_dir, split, rank, nshard)
+    if out.is_file() and not overwrite and same_inputs(_recorded(sidecar), fingerprint, str(out),
+                                                       action="labelling the shard again"):
         n = _count_lines(out)
         if n == len(shard.lengths):
             _log.info("%s exists (%d utterances), skipping", out, n)
             return out
         _log.warning("%s has %d lines but the shard has %d utterances; relabelling", out, n, len(shard.lengths))
+    sidecar.unlink(missing_ok=True)  # no fingerprint beside a .km file that is being replaced
     labels = _predict_shard(model, shard, torch.device(device), progress, desc=f"{split} {rank}/{nshard}")
     with atomic_open(out, "w", encoding="utf-8") as f:
         for a, b in zip(shard.offsets.tolist(), (shard.offsets + shard.lengths).tolist()):
             f.write(" ".join(map(str, labels[a:b].tolist())) + "\n")
+    atomic_write_text(sidecar, json.dumps({"fingerprint": fingerprint, "rows": len(shard.lengths)}, indent=1) + "\n")
     _log.info("wrote %s: %d utterances, %d frames", out, len(shard.lengths), len(labels))
     return out
 

@@ -21,13 +21,13 @@ Outputs under ``out_dir`` (all written atomically):
   γ), loadable with ``numpy.load(..., allow_pickle=False)``;
 - ``dict.topic.txt``: topics ``0 .. K-1`` with their row counts on the fit split;
 - ``lda.json``: the fingerprint of the fit (label file digest + options) and of every written
-  split, for resuming: a rerun with the same inputs skips what is done; other inputs are an
-  error unless ``overwrite``.
+  split, for resuming (:mod:`speechssl.fingerprint`): a rerun with the same inputs skips what
+  is done; other inputs (changed labels or options) refit and rewrite every split, with a log
+  line naming what changed.
 """
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -38,6 +38,7 @@ import numpy as np
 
 from speechssl.atomic import atomic_open, atomic_write_bytes, atomic_write_text
 from speechssl.data.manifest import Dictionary, FormatError, read_labels, read_manifest, write_dict, write_labels
+from speechssl.fingerprint import file_sha256, json_digest, same_inputs
 from speechssl.log import progress_bar
 
 __all__ = ["LdaOptions", "TopicModel", "unit_documents", "build_vocabulary", "bag_of_words", "fit_lda",
@@ -298,17 +299,12 @@ def fit_lda(bows: Sequence[list[tuple[int, int]]], vocab: Sequence[str], options
 # --- files -------------------------------------------------------------------------------
 
 
-def file_digest(path: str | Path) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+#: sha256 of a file's bytes (the shared fingerprint helper).
+file_digest = file_sha256
 
 
 def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:16]
+    return json_digest(obj, 16)
 
 
 def _read_rows(path: Path, manifest_dir: Path | None, split: str) -> list[str]:
@@ -335,7 +331,8 @@ def run_lda(label_dir: str | Path, out_dir: str | Path, splits: Sequence[str], *
         topic_label: extension of the topic files (``<split>.<topic_label>``, ``dict.<topic_label>.txt``).
         options: LDA settings.
         manifest_dir: if given, each label file must have as many rows as ``<split>.tsv`` there.
-        overwrite: refit and rewrite even if ``out_dir`` holds results of other inputs.
+        overwrite: refit and rewrite even if ``out_dir`` holds results of these inputs (results
+            of other inputs are always replaced, with a log line).
         progress: show a progress bar.
 
     Returns:
@@ -344,7 +341,7 @@ def run_lda(label_dir: str | Path, out_dir: str | Path, splits: Sequence[str], *
     Raises:
         FileNotFoundError: a label file or manifest is missing.
         FormatError: an empty label file, a row count that differs from the manifest, a non-integer unit.
-        ValueError: ``out_dir`` holds results of other inputs and not ``overwrite``; bad options.
+        ValueError: bad options.
     """
     options = options or LdaOptions()
     options.validate()
@@ -358,10 +355,8 @@ def run_lda(label_dir: str | Path, out_dir: str | Path, splits: Sequence[str], *
     state: dict[str, Any] = {}
     if state_path.is_file():
         state = json.loads(state_path.read_text(encoding="utf-8"))
-        if state.get("fingerprint") != fit_fp and not overwrite:
-            raise ValueError(f"{state_path} was written for other inputs or options (fingerprint "
-                             f"{state.get('fingerprint')} != {fit_fp}); pass --overwrite or choose another --out")
-        if state.get("fingerprint") != fit_fp:
+        if overwrite or not same_inputs(state.get("fingerprint"), fit_fp, f"{state_path} (fit on {fit_path})",
+                                        action="fitting LDA again and rewriting every split"):
             state = {}
     model = None
     if model_path.is_file() and state.get("fingerprint") == fit_fp:

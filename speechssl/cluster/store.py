@@ -7,17 +7,20 @@ opened as memmaps, so a split larger than memory is read chunk by chunk.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from speechssl.cluster.rows import Rows
+from speechssl.fingerprint import file_sha256
 
-__all__ = ["FeatureShard", "shard_paths", "open_shard", "missing_shards", "open_feature_rows"]
+__all__ = ["FeatureShard", "shard_paths", "open_shard", "missing_shards", "open_feature_rows",
+           "shard_fingerprint"]
 
 _log = logging.getLogger(__name__)
 
@@ -44,6 +47,26 @@ def shard_paths(feat_dir: str | Path, split: str, rank: int, nshard: int) -> tup
     """``(<split>_<rank>_<nshard>.npy, ... .len)`` in ``feat_dir``."""
     stem = Path(feat_dir) / f"{split}_{rank}_{nshard}"
     return stem.with_name(stem.name + ".npy"), stem.with_name(stem.name + ".len")
+
+
+def shard_fingerprint(feat_dir: str | Path, split: str, rank: int, nshard: int) -> dict[str, Any]:
+    """What identifies a shard's content, for the fingerprints of steps that read it.
+
+    A shard written by ``speechssl features dump`` carries the fingerprint of its own inputs
+    (feature source, model digest, manifest digest) in ``<split>_<rank>_<nshard>.json``; that
+    is used. A shard from elsewhere is identified by the sha256 of its ``.len`` file and the
+    size and modification time of its ``.npy`` (hashing gigabytes of features on every rerun
+    would cost more than the step).
+    """
+    npy, lens = shard_paths(feat_dir, split, rank, nshard)
+    try:
+        meta = json.loads(npy.with_suffix(".json").read_text(encoding="utf-8"))
+        if isinstance(meta, dict) and meta.get("fingerprint") is not None:
+            return {"dump": meta["fingerprint"], "len_sha256": file_sha256(lens)}
+    except (FileNotFoundError, ValueError, OSError):
+        pass
+    st = npy.stat()
+    return {"npy_bytes": st.st_size, "npy_mtime_ns": st.st_mtime_ns, "len_sha256": file_sha256(lens)}
 
 
 def missing_shards(feat_dir: str | Path, split: str, nshard: int) -> list[str]:

@@ -43,7 +43,7 @@ def add_subcommands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--alpha", default="symmetric", help="document-topic prior: symmetric, asymmetric, auto or a number")
     p.add_argument("--eta", default="symmetric", help="topic-word prior: symmetric, auto or a number")
     p.add_argument("--seed", type=int, default=0, help="gensim random_state (default: 0)")
-    p.add_argument("--overwrite", action="store_true", help="refit even if --out holds results of other inputs")
+    p.add_argument("--overwrite", action="store_true", help="refit even if --out holds results of these inputs (other inputs always refit)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     m = sub.add_parser(

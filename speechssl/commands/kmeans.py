@@ -69,15 +69,43 @@ def _setup_distributed(device: str) -> tuple[int, int, str]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
+def _fit_fingerprint(args: argparse.Namespace) -> dict:
+    """What a fit depends on: every shard's content fingerprint and every option of the fit."""
+    from speechssl.cluster.store import missing_shards, shard_fingerprint
+
+    missing = missing_shards(args.feat_dir, args.split, args.nshard)
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} feature shard file(s) missing in {args.feat_dir}: "
+                                f"{', '.join(missing)}; run `speechssl features dump` for them first")
+    return {"features": [shard_fingerprint(args.feat_dir, args.split, r, args.nshard) for r in range(args.nshard)],
+            "n_clusters": args.n_clusters, "percent": args.percent, "max_iter": args.max_iter, "tol": args.tol,
+            "n_init": args.n_init, "init_size": args.init_size, "seed": args.seed}
+
+
+def _recorded_fingerprint(path: Path):
+    """The fingerprint stored in an existing model file (None: unreadable or none stored)."""
+    from speechssl.cluster.model import KMeansModel
+
+    try:
+        text = KMeansModel.load(path).extra.get("fingerprint")
+        return json.loads(text) if text else None
+    except (OSError, ValueError):
+        return None
+
+
 def _fit(args: argparse.Namespace) -> int:
     from speechssl.cluster.kmeans import fit_kmeans
     from speechssl.cluster.store import open_feature_rows
+    from speechssl.fingerprint import same_inputs
 
-    if args.out.exists() and not args.overwrite:
-        _log.info("%s exists, skipping the fit (pass --overwrite to refit)", args.out)
-        return 0
     if args.nshard < 1:
         raise ValueError(f"--nshard must be >= 1, got {args.nshard}")
+    fingerprint = _fit_fingerprint(args)
+    if args.out.exists() and not args.overwrite and same_inputs(
+            _recorded_fingerprint(args.out), fingerprint, str(args.out), action="fitting it again"):
+        _log.info("%s exists and was fitted on these features with these options; skipping the fit "
+                  "(pass --overwrite to refit)", args.out)
+        return 0
     rank, world, device = _setup_distributed(args.device)
     try:
         # Contiguous blocks keep the global row order of a single-process run (same sample, same fit).
@@ -91,7 +119,8 @@ def _fit(args: argparse.Namespace) -> int:
         model = fit_kmeans(rows, args.n_clusters, max_iter=args.max_iter, tol=args.tol, n_init=args.n_init,
                            init_size=args.init_size, seed=args.seed, device=device, feature=feature,
                            progress=True)
-        model.extra.update(split=args.split, percent=repr(args.percent))
+        model.extra.update(split=args.split, percent=repr(args.percent),
+                           fingerprint=json.dumps(fingerprint, sort_keys=True))
         if rank == 0:
             model.save(args.out)
             _log.info("wrote %s (K=%d, D=%d, inertia per frame %.6g)", args.out, model.n_clusters, model.dim,

@@ -16,14 +16,17 @@ upstream model, long audio processed in chunks like fairseq's ``dump_hubert_feat
 
 Resuming: frames are appended to a hidden partial file whose progress (rows and frames
 written, fsync'ed) is recorded in a marker every few seconds; a rerun after a crash or
-Ctrl-C truncates the partial file to the last marker and continues. The final files appear
+Ctrl-C truncates the partial file to the last marker and continues. Both the marker and the
+shard's ``.json`` hold the fingerprint of the inputs (:mod:`speechssl.fingerprint`: the
+feature source with every option, an upstream's weight digest, the manifest's sha256, the
+rows): a rerun whose inputs differ (a model rewritten at the same path, an edited manifest)
+neither resumes nor skips but starts the shard again, with a log line naming what changed. The final files appear
 by rename, so a reader never sees a half-written shard; an existing shard (``overwrite``, or
 one made from other inputs) stays in place until the new one is complete.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -40,6 +43,7 @@ from speechssl.data.manifest import Manifest, read_manifest
 from speechssl.features import kaldi
 from speechssl.features.cmvn import CmvnStats
 from speechssl.features.framing import FrameOptions
+from speechssl.fingerprint import file_sha256, model_sha256, same_inputs
 from speechssl.log import progress_bar
 from speechssl.nn.frozen import model_device, run_frozen
 
@@ -169,6 +173,7 @@ class UpstreamFeatureSource:
         self.frame_rate_hz = 16000.0 / self.downsample_rate
         self.sample_rate = 16000.0
         self.device = model_device(model)
+        self.model_sha256 = model_sha256(model)  # the weights, not the path, decide a resume
 
     def __call__(self, wav: torch.Tensor) -> torch.Tensor:
         """``(S,)`` waveform at 16 kHz → ``(T, D)`` float32 features on the CPU."""
@@ -179,9 +184,9 @@ class UpstreamFeatureSource:
         return hidden[0][0].float().cpu()
 
     def describe(self) -> dict[str, Any]:
-        """Model name, method, layer and chunking."""
+        """Model name, method, weight digest, layer and chunking."""
         return {"feature": "upstream", "upstream": self.name, "method": getattr(self.model, "method", None),
-                "layer": self.layer, "max_chunk": self.chunk, "dim": self.dim,
+                "model_sha256": self.model_sha256, "layer": self.layer, "max_chunk": self.chunk, "dim": self.dim,
                 "frame_rate_hz": self.frame_rate_hz,
                 "amp_dtype": str(self.amp_dtype) if self.amp_dtype is not None else None}
 
@@ -217,10 +222,6 @@ def _npy_header(rows: int, dim: int) -> bytes:
     return b"\x93NUMPY\x01\x00" + room.to_bytes(2, "little") + body.encode("latin1")
 
 
-def _digest(path: Path) -> str:
-    return hashlib.sha1(path.read_bytes()).hexdigest()
-
-
 class _PartialShard:
     """The hidden files of a shard being written: data, lengths, progress marker."""
 
@@ -240,7 +241,10 @@ class _PartialShard:
             marker = json.loads(self.marker.read_text(encoding="utf-8"))
         except (FileNotFoundError, json.JSONDecodeError):
             return 0, 0
-        if marker.get("fingerprint") != fingerprint or not self.data.exists() or not self.lengths.exists():
+        if not same_inputs(marker.get("fingerprint"), fingerprint, f"the interrupted dump of {self.data}",
+                           action="dropping its rows and starting the shard again"):
+            return 0, 0
+        if not self.data.exists() or not self.lengths.exists():
             return 0, 0
         rows, frames = int(marker["rows"]), int(marker["frames"])
         lengths = self.lengths.read_text(encoding="utf-8").split()
@@ -258,6 +262,14 @@ class _PartialShard:
             f.flush()
             os.fsync(f.fileno())
         atomic_write_text(self.marker, json.dumps({"fingerprint": fingerprint, "rows": rows, "frames": frames}))
+
+
+def _recorded_fingerprint(meta_path: Path) -> Any:
+    """The fingerprint in a finished shard's ``.json`` (None: no readable file)."""
+    try:
+        return json.loads(meta_path.read_text(encoding="utf-8")).get("fingerprint")
+    except (FileNotFoundError, ValueError, AttributeError, OSError):
+        return None
 
 
 def _is_complete(paths: dict[str, Path], fingerprint: dict[str, Any]) -> bool:
@@ -309,10 +321,13 @@ def dump_features(manifest: str | Path | Manifest, feat_dir: str | Path, source:
         "source": describe() if callable(describe) else repr(source),
         "dim": int(source.dim),
         "manifest": str(manifest.source) if manifest.source else None,
-        "manifest_sha1": _digest(manifest.source) if manifest.source else None,
+        "manifest_sha256": file_sha256(manifest.source) if manifest.source else None,
         "rows": [start, end],
     }
     partial = _PartialShard(paths)
+    recorded = _recorded_fingerprint(paths["json"])
+    if not overwrite and recorded is not None:
+        same_inputs(recorded, fingerprint, str(paths["npy"]), action="dumping it again")
     if not overwrite and _is_complete(paths, fingerprint):
         partial.remove()  # what an interrupted overwrite left: the finished shard is kept
         _log.info("%s is complete (%d utterances); skipping (use overwrite to redo it)", paths["npy"], end - start)

@@ -112,8 +112,11 @@ def test_run_lda_writes_topics_and_resumes(tmp_path: Path, caplog: pytest.LogCap
         run_lda(tmp_path, out, ["train", "valid"], options=options, manifest_dir=tmp_path)
     assert "not refitting" in caplog.text
     assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
-    with pytest.raises(ValueError, match="other inputs or options.*--overwrite"):
+    # other options (issue 23 item 1): restart with a log line naming what changed, never refuse or mix
+    with caplog.at_level("WARNING", logger="speechssl.fingerprint"):
         run_lda(tmp_path, out, ["train"], options=LdaOptions(num_topics=3, passes=1))
+    assert "made from other inputs" in caplog.text and "fitting LDA again" in caplog.text
+    assert len(read_dict(out / "dict.topic.txt")) == 3
     run_lda(tmp_path, out, ["train"], options=LdaOptions(num_topics=3, passes=1), overwrite=True)
     assert len(read_dict(out / "dict.topic.txt")) == 3
 
