@@ -9,7 +9,10 @@
     DIR/layer_weights.png      learned featurizer weights per layer, per task (weighted-sum runs)
 
 Several runs of one (task, upstream) pair (e.g. seeds) are averaged and shown as
-``mean ± std (n)``.
+``mean ± std (n)``. A cell whose learning rate was chosen by a sweep (``--lr-sweep``) is
+marked † (the lr was chosen on the validation split; the test score is that lr's). The runs
+table gives each run's lr and its updates as ``best of trained`` (the update of the evaluated
+checkpoint, of the updates trained, and whether early stopping ended the training).
 """
 from __future__ import annotations
 
@@ -119,14 +122,37 @@ def _upstreams_of(results: list[dict[str, Any]]) -> list[str]:
     return seen
 
 
+SWEPT_MARK = "†"
+
+
+def _updates(r: dict[str, Any]) -> str:
+    """``300 of 800``, ``200 of 500, stopped early``; older results: the evaluated checkpoint's updates."""
+    t = r.get("training") or {}
+    best, trained = t.get("best_update"), t.get("trained_updates")
+    if best is None or trained is None:
+        return str(r.get("num_updates") or "–")
+    return f"{best} of {trained}" + (", stopped early" if t.get("stopped_early") else "")
+
+
+def _lr(r: dict[str, Any]) -> str:
+    sweep = r.get("lr_sweep")
+    if sweep:
+        return f"{sweep['chosen_lr']:g} {SWEPT_MARK} (of {', '.join(f'{x:g}' for x in sweep['lrs'])})"
+    lr = (((r.get("config") or {}).get("trainer") or {}).get("optim") or {}).get("lr")
+    return "–" if lr is None else f"{lr:g}"
+
+
 def _table(results: list[dict[str, Any]]) -> dict[str, Any]:
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    swept: set[tuple[str, str]] = set()
     secondary: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     meta: dict[str, dict[str, Any]] = {}
     sizes: dict[str, set[tuple[int, str]]] = defaultdict(set)
     for r in results:
         key = (r["task"], r["upstream"]["name"])
         cells[key].append(float(r["value"]))
+        if r.get("lr_sweep"):
+            swept.add(key)
         for m, v in r.get("metrics", {}).items():
             if m != r["metric"] and isinstance(v, (int, float)):
                 secondary[key][m].append(float(v))
@@ -135,7 +161,7 @@ def _table(results: list[dict[str, Any]]) -> dict[str, Any]:
         scored = r.get("scored")
         if scored:
             sizes[r["task"]].add((int(scored["count"]), str(scored["unit"])))
-    return {"cells": cells, "secondary": secondary, "meta": meta, "sizes": sizes}
+    return {"cells": cells, "secondary": secondary, "meta": meta, "sizes": sizes, "swept": swept}
 
 
 def _test_size(metric: str, sizes: set[tuple[int, str]]) -> str:
@@ -183,8 +209,13 @@ def render_markdown(results: list[dict[str, Any]], plots: list[str] | None = Non
                 row.append("–")
                 continue
             text = _fmt(t["meta"][task]["metric"], vals)
-            row.append(f"**{text}**" if u in best.get(task, ()) else text)
+            text = f"**{text}**" if u in best.get(task, ()) else text
+            row.append(f"{text} {SWEPT_MARK}" if (task, u) in t["swept"] else text)
         lines.append("| " + " | ".join(row) + " |")
+    if t["swept"]:
+        lines += ["", f"{SWEPT_MARK} best of a learning-rate sweep: one head per lr, the lr chosen by the "
+                  "validation split's metric, the test score that lr's (every lr's scores are in its "
+                  "result.json under lr_sweep). Cells without the mark used one lr."]
     lines += ["", "## What the tasks are", ""]
     for task in tasks:
         m = t["meta"][task]
@@ -202,15 +233,17 @@ def render_markdown(results: list[dict[str, Any]], plots: list[str] | None = Non
                 sec_lines.append(f"| {task} | `{u}` | " + ", ".join(parts) + " |")
     if sec_lines:
         lines += ["", "## Other metrics", "", "| task | upstream | metrics |", "|---|---|---|", *sec_lines]
-    lines += ["", "## Runs", "", "| task | upstream | hash | featurizer | seed | updates | experiment |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Runs", "", "Updates: the update of the evaluated (best validation) checkpoint, of the "
+              "updates trained.", "",
+              "| task | upstream | hash | featurizer | seed | lr | updates | experiment |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in sorted(results, key=lambda r: (tasks.index(r["task"]), ups.index(r["upstream"]["name"]))):
         feat = r.get("featurizer") or {}
         mode = "weighted sum" if feat.get("layer") is None else f"layer {feat.get('layer')}"
         if feat.get("normalize"):
             mode += ", normalised"
         lines.append(f"| {r['task']} | `{r['upstream']['name']}` | {str(r['upstream'].get('hash', ''))[:12]} | "
-                     f"{mode} | {r.get('seed', '')} | {r.get('num_updates', '') or '–'} | {r['_path']} |")
+                     f"{mode} | {r.get('seed', '')} | {_lr(r)} | {_updates(r)} | {r['_path']} |")
     if plots:
         lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
@@ -291,7 +324,8 @@ def write_report(paths: Iterable[str | Path], out: str | Path) -> Path:
     t = _table(results)
     summary = [{"task": task, "upstream": u, "metric": t["meta"][task]["metric"],
                 "higher_is_better": t["meta"][task]["higher_is_better"], "values": v,
-                "mean": sum(v) / len(v)} for (task, u), v in sorted(t["cells"].items())]
+                "mean": sum(v) / len(v), "lr_swept": (task, u) in t["swept"]}
+               for (task, u), v in sorted(t["cells"].items())]
     atomic_write_text(out / "report.json", json.dumps(summary, indent=1) + "\n")
     _log.info("report of %d results: %s", len(results), out / "report.md")
     return out / "report.md"

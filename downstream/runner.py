@@ -6,8 +6,21 @@ An experiment directory (``--expdir``, default ``exp/downstream/<name>``) holds:
     checkpoint_best.pt     best validation checkpoint (plus checkpoint_last.pt, checkpoint_<n>.pt)
     train.log, metrics.jsonl, tensorboard/    training logs (the shared Trainer's)
     result.json            task, metric, value, direction, split, upstream name + hash, seed,
-                           config, layer weights, speechssl version
+                           config, layer weights, training (best update, updates trained, early
+                           stop), speechssl version
     predictions_<split>.tsv  id, prediction, reference per utterance
+    lr_sweep/lr_<lr>/      with --lr-sweep: one such experiment per learning rate (see below)
+
+Heads stop early: ``trainer.patience`` (default :data:`TRAINER_DEFAULTS`, before the task's
+own defaults) validations in a row without a better ``trainer.best_metric`` end the training;
+``checkpoint_best.pt`` is evaluated.
+
+Learning-rate sweep (``--lr-sweep 1e-4,1e-3,1e-2``, ``run.lr_sweep``): one head per learning
+rate, each a full experiment under ``lr_sweep/lr_<lr>/`` sharing the cached features; the lr
+whose best checkpoint scores best on the validation split (the task's metric; ties go to the
+earlier lr of the list) is chosen, and the top-level ``result.json`` is that run's result (its
+test score) plus ``lr_sweep``: every lr with its validation and test scores. The test scores of
+the other lrs are recorded, never used to choose.
 
 Configuration is layered: the task's defaults, then ``-c FILE.yaml`` (sections ``run``,
 ``task``, ``trainer``), then ``-o`` overrides (``trainer.optim.lr=1e-3``,
@@ -38,11 +51,15 @@ from speechssl.train.checkpoint import BEST, LAST, load_checkpoint
 from speechssl.train.config import TrainerConfig
 from speechssl.version import __version__
 
-__all__ = ["RunConfig", "Run", "prepare", "train", "evaluate", "split_overrides", "RESULT_NAME"]
+__all__ = ["RunConfig", "Run", "prepare", "train", "evaluate", "sweep", "split_overrides", "RESULT_NAME",
+           "TRAINER_DEFAULTS"]
 
 _log = logging.getLogger(__name__)
 
 RESULT_NAME = "result.json"
+
+#: Trainer settings every downstream head starts from; a task's ``trainer_defaults`` override them.
+TRAINER_DEFAULTS: dict[str, Any] = {"patience": 3}
 
 
 @dataclass
@@ -57,6 +74,7 @@ class RunConfig:
     data: str = ""  # corpus root (--data)
     seed: int = 1  # seed of the head's initialisation and data order (also trainer.seed)
     device: str = "auto"  # where the upstream runs while caching and evaluating
+    lr_sweep: list[float] = field(default_factory=list)  # train one head per lr, keep the best on valid (--lr-sweep)
     featurizer: FeaturizerConfig = field(default_factory=FeaturizerConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
 
@@ -141,7 +159,7 @@ def resolve_configs(*, base_tree: dict[str, Any] | None = None, config_file: str
     except ConfigError as exc:
         raise ConfigError(f"task config ({run.task}): {exc}") from None
     try:
-        trainer = from_dict(TrainerConfig, dict(task_cls.trainer_defaults), base=TrainerConfig())
+        trainer = from_dict(TrainerConfig, {**TRAINER_DEFAULTS, **task_cls.trainer_defaults}, base=TrainerConfig())
         if "trainer" in tree:
             trainer = merge(trainer, tree["trainer"])
         trainer = merge(trainer, file_tree.get("trainer", {}))
@@ -150,6 +168,11 @@ def resolve_configs(*, base_tree: dict[str, Any] | None = None, config_file: str
         raise ConfigError(f"trainer config: {exc}") from None
     if "seed" in flags or not base_tree:  # one seed drives the whole run unless a saved tree says otherwise
         trainer = dataclasses.replace(trainer, seed=run.seed)
+    for lr in run.lr_sweep:
+        if isinstance(lr, bool) or not (isinstance(lr, (int, float)) and 0 < lr < float("inf")):
+            raise ConfigError(f"run.lr_sweep: learning rates must be positive numbers, got {lr!r}")
+    if len(set(run.lr_sweep)) != len(run.lr_sweep):
+        raise ConfigError(f"run.lr_sweep: a learning rate is listed twice: {run.lr_sweep}")
     return run, task_cfg, trainer, spec
 
 
@@ -199,11 +222,24 @@ def train(r: Run, *, test_split: str = "test") -> dict[str, Any]:
     trainer = Trainer(r.task, r.trainer, r.expdir, config_tree=r.config_tree())
     trainer.fit()
     ckpt = r.expdir / BEST if (r.expdir / BEST).is_file() else r.expdir / LAST
-    return evaluate(r, ckpt, split=test_split, train_seconds=time.time() - start)
+    training = {"best_update": trainer.best_update, "trained_updates": trainer.num_updates,
+                "stopped_early": trainer.stopped_early, "patience": r.trainer.patience}
+    return evaluate(r, ckpt, split=test_split, train_seconds=time.time() - start, training=training)
+
+
+def _training_of(expdir: Path, best_state: dict[str, Any]) -> dict[str, Any]:
+    """What training did, from the checkpoints: best update, updates trained, early stop."""
+    last = best_state
+    if (expdir / LAST).is_file():
+        last = load_checkpoint(expdir / LAST)
+    cfg = ((last.get("config") or {}).get("trainer") or {})
+    return {"best_update": best_state.get("best_update", best_state.get("num_updates")),
+            "trained_updates": last.get("num_updates"), "stopped_early": bool(last.get("stopped_early", False)),
+            "patience": cfg.get("patience", 0)}
 
 
 def evaluate(r: Run, ckpt: str | Path | None, *, split: str = "test",
-             train_seconds: float | None = None) -> dict[str, Any]:
+             train_seconds: float | None = None, training: dict[str, Any] | None = None) -> dict[str, Any]:
     """Score ``ckpt`` (or, for tasks without training, the upstream) on ``split`` and on the
     validation split; write ``result.json`` (for ``split == "test"``, else
     ``result_<split>.json``) and ``predictions_<split>.tsv``."""
@@ -219,6 +255,8 @@ def evaluate(r: Run, ckpt: str | Path | None, *, split: str = "test",
         model = r.task.build_model()
         model.load_state_dict(state["model"])
         num_updates = state.get("num_updates")
+        if training is None:
+            training = _training_of(Path(ckpt).parent, state)
         run_eval = lambda s: r.task.evaluate(model, s, max_tokens=r.trainer.max_tokens, device=device)  # noqa: E731
         weights = r.task.layer_weights(model)
     else:
@@ -251,6 +289,7 @@ def evaluate(r: Run, ckpt: str | Path | None, *, split: str = "test",
         "layer_weights": weights,
         "checkpoint": str(ckpt) if ckpt else None,
         "num_updates": num_updates,
+        "training": training,
         "seed": r.run.seed,
         "config": r.config_tree(),
         "speechssl_version": __version__,
@@ -263,6 +302,68 @@ def evaluate(r: Run, ckpt: str | Path | None, *, split: str = "test",
     atomic_write_text(r.expdir / name, json.dumps(result, indent=1) + "\n")
     _log.info("%s on %s (%s): %s = %.4f %s", r.upstream.name, r.spec.name, split, metric, metrics[metric],
               "(higher is better)" if r.spec.higher_is_better else "(lower is better)")
+    return result
+
+
+def sweep_dir(expdir: str | Path, lr: float) -> Path:
+    """The experiment directory of one learning rate of a sweep: ``<expdir>/lr_sweep/lr_<lr>``."""
+    return Path(expdir) / "lr_sweep" / f"lr_{lr:g}"
+
+
+def sweep(r: Run, *, mode: str = "train", test_split: str = "test") -> dict[str, Any]:
+    """Train (``mode="train"``, resuming finished or interrupted lrs) or re-evaluate
+    (``"evaluate"``) one head per ``r.run.lr_sweep`` learning rate, choose by the validation
+    metric and write the top-level ``result.json`` (see the module docstring)."""
+    lrs = list(r.run.lr_sweep)
+    if not lrs:
+        raise ValueError("sweep() needs run.lr_sweep (--lr-sweep LR,LR,...)")
+    if not r.task.trains:
+        raise ValueError(f"--lr-sweep: task {r.spec.name} trains no head, so it has no learning rate to sweep")
+    valid_split = r.trainer.valid_split
+    if not valid_split or valid_split == test_split:
+        raise ValueError(f"--lr-sweep chooses the lr on the validation split, so it needs trainer.valid_split "
+                         f"other than the test split {test_split!r} (got {valid_split!r})")
+    metric, higher = r.spec.metric, r.spec.higher_is_better
+    r.expdir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(r.expdir / "config.yaml", yaml.safe_dump(r.config_tree(), sort_keys=False))
+    results: list[dict[str, Any]] = []
+    for lr in lrs:
+        trainer_cfg = dataclasses.replace(r.trainer, optim=dataclasses.replace(r.trainer.optim, lr=lr))
+        sub = dataclasses.replace(r, run=dataclasses.replace(r.run, lr_sweep=[]), trainer=trainer_cfg,
+                                  expdir=sweep_dir(r.expdir, lr))
+        _log.info("lr sweep: lr %g (%d of %d) -> %s", lr, len(results) + 1, len(lrs), sub.expdir)
+        if mode == "train":
+            results.append(train(sub, test_split=test_split))
+        else:
+            results.append(evaluate(sub, checkpoint_for(sub.expdir, None), split=test_split))
+
+    def score(res: dict[str, Any]) -> float:
+        v = res["valid_metrics"].get(metric)
+        if v is None:
+            raise RuntimeError(f"{res['checkpoint']}: no {metric!r} on {valid_split!r} to choose the lr by")
+        v = float(v)
+        if v != v:  # NaN ranks last
+            return -float("inf")
+        return v if higher else -v
+
+    chosen = max(range(len(lrs)), key=lambda i: (score(results[i]), -i))
+    best = results[chosen]
+    runs = [{"lr": lr, "valid": res["valid_metrics"].get(metric), "test": res["value"],
+             "expdir": str(sweep_dir(r.expdir, lr)), **(res.get("training") or {})} for lr, res in zip(lrs, results)]
+    result = {**best, "config": r.config_tree(),
+              "lr_sweep": {"lrs": lrs, "chosen_lr": lrs[chosen], "metric": metric, "selected_on": valid_split,
+                           "runs": runs}}
+    seconds = [res.get("train_seconds") for res in results]
+    if all(s is not None for s in seconds):
+        result["train_seconds"] = round(sum(seconds), 1)
+    predictions = sweep_dir(r.expdir, lrs[chosen]) / f"predictions_{test_split}.tsv"
+    atomic_write_text(r.expdir / f"predictions_{test_split}.tsv", predictions.read_text())
+    name = RESULT_NAME if test_split == "test" else f"result_{test_split}.json"
+    atomic_write_text(r.expdir / name, json.dumps(result, indent=1) + "\n")
+    _log.info("lr sweep on %s: %s", r.spec.name, "; ".join(
+        f"lr {x['lr']:g}: {valid_split} {metric} {x['valid']:.4f}, {test_split} {x['test']:.4f}" for x in runs))
+    _log.info("lr sweep: chose lr %g by %s %s (%s); %s %s = %.4f", lrs[chosen], valid_split, metric,
+              "higher is better" if higher else "lower is better", test_split, metric, best["value"])
     return result
 
 

@@ -3,14 +3,18 @@
 #
 #   bash recipes/superb/run.sh --data CORPUS --upstream NAME=SPEC [--upstream NAME=SPEC ...]
 #        [--tasks "pr asr ks qbe sid asv sd ic sf er"] [--exp-dir DIR] [--nj N]
-#        [--conf-dir DIR] [--seeds "1 2 3"] [--stage N] [--stop-stage M] [-- OVERRIDE ...]
+#        [--conf-dir DIR] [--seeds "1 2 3"] [--lr-sweep 1e-4,1e-3,1e-2] [--stage N] [--stop-stage M]
+#        [-- OVERRIDE ...]
 #
 # SPEC is what `speechssl downstream -u` takes (fbank, mfcc, random:hubert@tiny, a zoo name)
 # or a path to a hub model directory / training checkpoint, which is loaded with `-k` and
 # reported as NAME. --conf-dir (default recipes/superb/conf) holds optional <task>.yaml runner
 # configs (-c), e.g. the CPU budgets of the BiLSTM heads; "--conf-dir none" uses the tasks'
 # defaults. --seeds (default "1") trains one head per seed (runner --seed); the report shows
-# mean ± std over the seeds of a cell. Everything after "--" is passed to every run as `-o`
+# mean ± std over the seeds of a cell. --lr-sweep LR,LR,... (SUPERB's numbers are the best of
+# a learning-rate search) trains one head per lr on the cached features of each run, keeps the lr
+# that scores best on the validation split and reports its test score (runner --lr-sweep; the
+# report marks those cells with †). Everything after "--" is passed to every run as `-o`
 # overrides.
 #
 # Stages and their outputs (under --exp-dir, default exp/superb):
@@ -41,6 +45,7 @@ tasks="pr asr ks qbe sid asv sd ic sf er"
 upstreams=()
 overrides=()
 seeds="1"
+lr_sweep=""
 conf_dir=$recipe_dir/conf
 
 while [ $# -gt 0 ]; do
@@ -54,6 +59,7 @@ while [ $# -gt 0 ]; do
     --upstream) upstreams+=("$2"); shift 2 ;;
     --conf-dir|--conf_dir) conf_dir=$2; shift 2 ;;
     --seeds) seeds=$2; shift 2 ;;
+    --lr-sweep|--lr_sweep) lr_sweep=$2; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     --) shift; overrides=("$@"); break ;;
     *) die "unknown option '$1' (see --help)" ;;
@@ -64,6 +70,9 @@ for v in stage stop_stage nj; do
 done
 [ "$nj" -ge 1 ] || die "--nj must be at least 1, got $nj"
 [[ $seeds =~ ^[0-9]+( [0-9]+)*$ ]] || die "--seeds must be non-negative integers separated by spaces, got '$seeds'"
+num='[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?'
+[ -z "$lr_sweep" ] || [[ $lr_sweep =~ ^$num(,$num)*$ ]] \
+  || die "--lr-sweep must be learning rates separated by commas (e.g. 1e-4,1e-3,1e-2), got '$lr_sweep'"
 [ -n "$data" ] || die "--data CORPUS is required (e.g. the output of 'speechssl corpus synth')"
 [ -d "$data" ] || die "--data: no such directory '$data'"
 [ "$conf_dir" = none ] || [ -d "$conf_dir" ] || die "--conf-dir: no such directory '$conf_dir'"
@@ -77,6 +86,7 @@ use_venv
 ds_dir=$exp_dir/downstream
 mkdir -p "$ds_dir"
 o_args=()
+[ -z "$lr_sweep" ] || o_args+=(--lr-sweep "$lr_sweep")
 for o in "${overrides[@]+"${overrides[@]}"}"; do
   o_args+=(-o "$o")
 done

@@ -77,6 +77,10 @@ class TrainerConfig:
     optimizer step (before validation and checkpoints), and ``batch_coupled`` for contrastive
     losses: under DDP its ``Task.gather`` returns every rank's items with gradients, and
     ``update_freq`` accumulates losses without enlarging the set of negatives.
+
+    Early stopping: with ``patience=N > 0`` training stops after ``N`` validations in a row
+    that did not improve ``best_metric`` (ties broken by the validation loss, as for
+    ``checkpoint_best.pt``); the stop is checkpointed, so a resumed run stays stopped.
     """
 
     seed: int = 1  # seeds model initialisation, data order and all RNGs
@@ -98,6 +102,7 @@ class TrainerConfig:
     keep_last: int = 2  # numbered checkpoints kept (checkpoint_<updates>.pt); -1: keep all
     best_metric: str = "loss"  # validation metric that picks checkpoint_best.pt
     maximize_best_metric: bool = False  # True when a higher best_metric is better (accuracy)
+    patience: int = 0  # early stopping: stop after this many validations in a row without a better best_metric (0: never)
     max_consecutive_nan: int = 5  # stop with an error after this many non-finite losses in a row
     log_every_updates: int = 10  # interval of train.log lines and tensorboard scalars
     progress_bar: bool = True  # tqdm bar on rank 0 (only when stderr is a terminal)

@@ -8,6 +8,12 @@ Only rank 0 writes. Files in the experiment directory:
   calls :meth:`TrainingLog.rewind`, which drops the records after the checkpoint's update (and
   half-written lines), so no update appears twice.
 - ``tensorboard/``: scalars ``train/*`` every ``log_every_updates`` updates and ``valid/*``.
+
+Each progress line of ``train.log`` reads ``epoch E update U/TOTAL (P%) | elapsed 1m05s |
+eta 2m10s | loss ... | ups ...``: TOTAL is the planned number of updates (``max_updates``, or
+``max_epochs`` x updates per epoch, whichever ends first), elapsed counts this process's
+training time and the ETA extrapolates its rate (a resumed run counts from where it resumed).
+Early stopping can end a run before TOTAL.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from typing import Any
 
 from speechssl.atomic import atomic_write_text
 
-__all__ = ["TrainingLog"]
+__all__ = ["TrainingLog", "format_duration"]
 
 _log = logging.getLogger(__name__)
 _FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -49,6 +55,15 @@ class TrainingLog:
         self._restore: list[tuple[Any, int]] = []
         self._window: dict[str, float] = {}
         self._window_start = time.monotonic()
+        self._total = 0
+        self._start_update = 0
+        self._start = time.monotonic()
+
+    def plan(self, total_updates: int, done_updates: int) -> None:
+        """Start the clock: ``total_updates`` planned (0: unknown), ``done_updates`` done before."""
+        self._total = int(total_updates)
+        self._start_update = int(done_updates)
+        self._start = self._window_start = time.monotonic()
 
     # -- lifetime ---------------------------------------------------------------------------
     def open(self) -> None:
@@ -189,11 +204,22 @@ class TrainingLog:
         means["lr"] = self._window.get("lr", 0.0) / n
         means["ups"] = n / elapsed
         means["tokens_per_s"] = sample_size / elapsed
-        _log.info("epoch %d update %d | %s", epoch, update,
+        _log.info("epoch %d update %s | %s", epoch, self.position(update),
                   " | ".join(f"{k} {_fmt(v)}" for k, v in means.items()))
         self.scalars("train", means, update)
         self._window = {}
         self._window_start = time.monotonic()
+
+    def position(self, update: int, now: float | None = None) -> str:
+        """``"U/TOTAL (P%) | elapsed 1m05s | eta 2m10s"`` (just ``"U | elapsed ..."`` without a total)."""
+        elapsed = (time.monotonic() if now is None else now) - self._start
+        if not self._total:
+            return f"{update} | elapsed {format_duration(elapsed)}"
+        text = f"{update}/{self._total} ({100.0 * update / self._total:.0f}%) | elapsed {format_duration(elapsed)}"
+        done = update - self._start_update
+        if done > 0:
+            text += f" | eta {format_duration(max(self._total - update, 0) * elapsed / done)}"
+        return text
 
     def valid(self, stats: dict[str, float], *, update: int, epoch: int, split: str) -> None:
         """Record validation results."""
@@ -217,6 +243,16 @@ class TrainingLog:
         clean = {k: (v if not isinstance(v, float) or math.isfinite(v) else str(v)) for k, v in record.items()}
         self._metrics.write(json.dumps(clean) + "\n")
         self._metrics.flush()
+
+
+def format_duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``1h02m`` (seconds rounded; never negative)."""
+    s = max(int(round(seconds)), 0)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def _fmt(v: float) -> str:

@@ -46,7 +46,7 @@ from speechssl.data.multisource import MultiSourceBatchSampler, MultiSourceDatas
 from speechssl.data.sampler import MaxTokensBatchSampler
 from speechssl.train import checkpoint as ckpt
 from speechssl.train.config import TrainerConfig
-from speechssl.train.device import autocast, move_to_device
+from speechssl.train.device import autocast, configure_threads, move_to_device
 from speechssl.train.distributed import all_gather_object, all_gather_with_grad, all_reduce_sum, init_distributed
 from speechssl.train.frozen import FrozenModules
 from speechssl.train.optim import build_optimizer, check_group_names, clip_grad_norm, param_groups
@@ -156,6 +156,9 @@ class Trainer:
         self.batch_in_epoch = 0
         self.best: float | None = None
         self.best_loss: float | None = None  # validation loss of the best checkpoint (breaks ties)
+        self.best_update: int | None = None  # the update checkpoint_best.pt holds
+        self.stale_validations = 0  # validations in a row without a better best_metric (early stopping)
+        self.stopped_early = False
         self._nan_streak = 0
         self._last_valid: dict[str, float] = {}
         self._validated_at = -1
@@ -214,6 +217,13 @@ class Trainer:
             return self.cfg.max_updates
         return self.cfg.max_epochs * self._updates_per_epoch()
 
+    def _planned_updates(self) -> int:
+        """Updates until the first limit (max_updates or max_epochs), for progress lines and the ETA."""
+        limits = [self.cfg.max_updates] if self.cfg.max_updates else []
+        if self.cfg.max_epochs:
+            limits.append(self.cfg.max_epochs * self._updates_per_epoch())
+        return min(limits)
+
     def _loader(self, dataset: SizedDataset, sampler: torch.utils.data.Sampler, epoch: int) -> torch.utils.data.DataLoader:
         # A private generator: creating the loader must not draw from the global torch RNG,
         # or a resumed run (which creates it at a different point) would diverge.
@@ -226,11 +236,13 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train until ``max_updates``/``max_epochs``; return the last validation results."""
         self.log.open()
+        configure_threads()
         try:
             if self.dist.is_main:  # temporaries of writes a killed run left (its own directory: any age)
                 remove_stale(self.exp_dir, unowned_age_s=0)
             self._maybe_resume()   # refused before anything of the run is overwritten
             self.log.rewind(self.num_updates)
+            self.log.plan(self._planned_updates(), self.num_updates)
             self._save_config()
             if self.cfg.scan_oom_batches and not self._done():
                 self._scan_pessimistic_batches(self.cfg.scan_oom_batches)
@@ -249,7 +261,7 @@ class Trainer:
 
     def _done(self) -> bool:
         cfg = self.cfg
-        return bool((cfg.max_updates and self.num_updates >= cfg.max_updates)
+        return bool(self.stopped_early or (cfg.max_updates and self.num_updates >= cfg.max_updates)
                     or (cfg.max_epochs and self.epoch > cfg.max_epochs))
 
     def _train_epoch(self) -> None:
@@ -388,8 +400,18 @@ class Trainer:
         better = self.best is None or (value > self.best if self.cfg.maximize_best_metric else value < self.best) or (
             value == self.best and self.best_loss is not None and loss < self.best_loss)
         if better and math.isfinite(value):
-            self.best, self.best_loss = value, loss
+            self.best, self.best_loss, self.best_update = value, loss, self.num_updates
+            self.stale_validations = 0
             self._save([ckpt.BEST])
+        else:
+            self.stale_validations += 1
+            patience = self.cfg.patience
+            if patience and self.stale_validations >= patience and not self._done():
+                self.stopped_early = True
+                _log.info("early stop at update %d: %d validations in a row without a better %s "
+                          "(trainer.patience=%d); the best, %s %s, was at update %s", self.num_updates,
+                          self.stale_validations, self.cfg.best_metric, patience, self.cfg.best_metric,
+                          _fmt_value(self.best), self.best_update)
 
     def validate(self) -> dict[str, float]:
         """Loss and task metrics on the validation split, summed over ranks ({} without one)."""
@@ -438,13 +460,19 @@ class Trainer:
             for p in ckpt.prune_checkpoints(self.exp_dir, self.cfg.keep_last):
                 _log.debug("removed old checkpoint %s", p)
 
+    def _last_epoch(self) -> int:
+        """The epoch of the last update (the one the progress lines showed)."""
+        return self.epoch - 1 if self.batch_in_epoch == 0 else self.epoch
+
     def _finish(self) -> None:
         if self.valid_data is not None and self._validated_at != self.num_updates:
-            self._validate_and_track(self.epoch - 1 if self.batch_in_epoch == 0 else self.epoch)
+            self._validate_and_track(self._last_epoch())
         if self._saved_at != self.num_updates:
             self._save_periodic()
-        _log.info("done: %d updates, epoch %d, best %s %s", self.num_updates, self.epoch - 1,
-                  self.cfg.best_metric, self.best)
+        best = "" if self.best is None else f" at update {self.best_update}"
+        _log.info("done: %d updates%s, epoch %d, best %s %s%s", self.num_updates,
+                  " (stopped early)" if self.stopped_early else "", self._last_epoch(), self.cfg.best_metric,
+                  _fmt_value(self.best), best)
 
     def state_dict(self) -> dict[str, Any]:
         """The checkpoint (collective under DDP: every rank must call it)."""
@@ -460,6 +488,9 @@ class Trainer:
             "num_updates": self.num_updates,
             "best": self.best,
             "best_loss": self.best_loss,
+            "best_update": self.best_update,
+            "stale_validations": self.stale_validations,
+            "stopped_early": self.stopped_early,
             "nan_streak": self._nan_streak,
             "task": self.task.state_dict(),
             "config": self.config_tree,
@@ -510,6 +541,11 @@ class Trainer:
         self.num_updates = int(state["num_updates"])
         self.best = state.get("best")
         self.best_loss = state.get("best_loss")
+        self.best_update = state.get("best_update")
+        self.stale_validations = int(state.get("stale_validations", 0))
+        # a stopped run stays stopped unless the config now allows more validations without progress
+        self.stopped_early = bool(state.get("stopped_early", False) and self.cfg.patience
+                                  and self.stale_validations >= self.cfg.patience)
         self._nan_streak = int(state.get("nan_streak", 0))
         self.epoch, self.batch_in_epoch = int(state["data"]["epoch"]), int(state["data"]["batch"])
         rngs = state["rng"]
@@ -553,6 +589,10 @@ class Trainer:
                 v.copy_(buffers[k])
 
 
+def _fmt_value(v: float | None) -> str:
+    return "none" if v is None else f"{v:.6g}"
+
+
 def _check_config(cfg: TrainerConfig) -> None:
     if cfg.max_updates <= 0 and cfg.max_epochs <= 0:
         raise ValueError("set trainer.max_updates or trainer.max_epochs (both are 0: training would never stop)")
@@ -563,6 +603,6 @@ def _check_config(cfg: TrainerConfig) -> None:
     if cfg.max_consecutive_nan < 1:
         raise ValueError(f"trainer.max_consecutive_nan must be >= 1, got {cfg.max_consecutive_nan}")
     for name in ("validate_every_updates", "validate_every_epochs", "save_every_updates", "save_every_epochs",
-                 "log_every_updates", "num_workers", "scan_oom_batches"):
+                 "log_every_updates", "num_workers", "scan_oom_batches", "patience"):
         if getattr(cfg, name) < 0:
             raise ValueError(f"trainer.{name} must be >= 0, got {getattr(cfg, name)}")

@@ -43,7 +43,7 @@ def test_tiny_task_loss_drops(tiny_data, tmp_path):
     assert len(valid) == 4 and valid[-1]["loss"] < 0.6 * valid[0]["loss"] and final["loss"] == valid[-1]["loss"]
     assert list((tmp_path / "tensorboard").glob("events.out.tfevents.*"))
     log = (tmp_path / "train.log").read_text()
-    assert "epoch 1 update 2 | " in log and "valid on 'valid'" in log and "saved checkpoint_" in log
+    assert "epoch 1 update 2/" in log and "valid on 'valid'" in log and "saved checkpoint_" in log
 
 
 class _Linear(nn.Module):
