@@ -1,7 +1,8 @@
 """Feature cache: a frozen upstream runs once per split; every epoch after reads memory maps.
 
-Layout of one cached split (a directory, created under a temporary name and renamed into
-place when complete, so a reader never sees a partial cache)::
+Layout of one cached split (a directory, created under a temporary name beside it, with
+:func:`speechssl.atomic.temp_dir_beside`, and renamed into place when complete, so a reader
+never sees a partial cache and a killed build's staging directory is removed by the next)::
 
     <root>/<upstream-name>-<hash12>/<split>-<key16>/
         meta.json        format version, upstream identity, split identity, layers, dtype
@@ -9,9 +10,10 @@ place when complete, so a reader never sees a partial cache)::
                          in manifest order
         layer_<l>.npy    (N_frames, D_l) float16/float32, all utterances' frames concatenated
 
-``<key16>`` hashes (upstream hash, manifest path and content, layer selection, dtype, cache
-format version), so a changed upstream, manifest, layer choice or format never reads stale
-features. A cache holding all layers also serves any single-layer request.
+``<key16>`` is the cache's fingerprint: it hashes the upstream's weight digest
+(:func:`speechssl.fingerprint.model_sha256`), the manifest's root and rows, the layer
+selection, dtype and cache format version, so a changed upstream (even at the same path),
+manifest, layer choice or format never reads stale features: it builds another cache. A cache holding all layers also serves any single-layer request.
 """
 from __future__ import annotations
 
@@ -21,7 +23,6 @@ import logging
 import os
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Literal, Sequence
@@ -29,7 +30,7 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 import torch
 
-from speechssl.atomic import atomic_write_text
+from speechssl.atomic import atomic_write_text, temp_dir_beside
 from speechssl.data.manifest import Manifest
 from speechssl.downstream.upstreams import LoadedUpstream
 from speechssl.log import progress_bar
@@ -163,8 +164,9 @@ class FeatureCache:
                layers: list[int] | None, directory: Path,
                load_audio: Callable[[int], torch.Tensor] | None) -> None:
         keep = list(range(upstream.num_layers)) if layers is None else layers
-        directory.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", suffix=".tmp", dir=directory.parent))
+        # beside its target, named after this process: a killed build's staging dir is removed by
+        # the next build of the same cache; mkdir's mode under the umask, not mkdtemp's 0700
+        tmp = temp_dir_beside(directory)
         np_dtype = np.dtype(self.dtype).newbyteorder("<")
         files: list = []
         try:

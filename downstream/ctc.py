@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from speechssl.data.manifest import read_dict
+from speechssl.downstream import metrics
 from speechssl.downstream.heads import FrameHead
 from speechssl.downstream.task import DownstreamTaskBase, SplitData, sorted_classes, subset_split
 
@@ -108,7 +109,9 @@ class CTCTask(DownstreamTaskBase):
     :meth:`text` (tokens → the string scored) and :meth:`ratio_metrics`; configs have
     ``subset``, ``head`` (:class:`CTCHeadConfig`) and ``decoder`` (:class:`DecoderConfig`).
     Every metric is a ratio of sums (edits / reference tokens for error rates), so validation
-    logs carry ``num_<m>`` / ``den_<m>`` that :meth:`reduce_logs` divides into ``<m>``
+    logs carry ``num_<m>`` / ``den_<m>`` that :meth:`reduce_logs` divides into ``<m>`` through
+    :func:`speechssl.downstream.metrics.rate`, the one definition (no reference tokens: the
+    count of insertions, as jiwer), in validation and scoring alike
     (``trainer.best_metric`` can then be ``per``, ``wer``, ``slot_f1``...).
     """
 
@@ -228,7 +231,7 @@ class CTCTask(DownstreamTaskBase):
         for k, v in sums.items():
             if k.startswith("num_"):
                 name = k[len("num_"):]
-                out[name] = v / max(sums.get(f"den_{name}", 0.0), 1e-12)
+                out[name] = metrics.rate(v, sums.get(f"den_{name}", 0.0))
         return out
 
     def _symbols(self, ids: list[int]) -> list[str]:
@@ -256,7 +259,7 @@ class CTCTask(DownstreamTaskBase):
 
     def score(self, split: str, predictions: list[str]) -> dict[str, float]:
         refs = self.references(split)
-        return {name: num / max(den, 1e-12) for name, (num, den) in self.ratio_metrics(predictions, refs).items()}
+        return {name: metrics.rate(num, den) for name, (num, den) in self.ratio_metrics(predictions, refs).items()}
 
     def format_prediction(self, split: str, index: int, prediction: str) -> str:
         data = self.split(split)

@@ -24,7 +24,35 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Featurizer"]
+__all__ = ["Featurizer", "resolve_layer"]
+
+
+def resolve_layer(layer: int | None, num_layers: int, option: str = "featurizer.layer") -> int | None:
+    """Check a hidden-state index against the upstream and make it non-negative.
+
+    The one check of a layer option (``featurizer.layer``, ``task.layer``), run where the
+    cached and the uncached paths both go (the task's constructor and :class:`Featurizer`),
+    so no path wraps an out-of-range index through Python's negative indexing or a modulo.
+
+    Args:
+        layer: index into the ``num_layers`` hidden states, negative from the end; None: all.
+        num_layers: ``L``, the hidden states of the upstream.
+        option: the option's name, for the error message.
+
+    Returns:
+        ``layer`` in ``[0, L)``, or None.
+
+    Raises:
+        ValueError: not an integer, or outside ``[-L, L)``.
+    """
+    if layer is None:
+        return None
+    if isinstance(layer, bool) or not isinstance(layer, int):
+        raise ValueError(f"{option} must be an integer hidden-state index, got {layer!r}")
+    if not -num_layers <= layer < num_layers:
+        raise ValueError(f"{option}={layer} is out of range: the upstream has {num_layers} hidden states "
+                         f"(0..{num_layers - 1}, or -{num_layers}..-1 from the end)")
+    return layer % num_layers
 
 
 class Featurizer(nn.Module):
@@ -41,11 +69,8 @@ class Featurizer(nn.Module):
         super().__init__()
         if num_layers < 1:
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
-        if layer is not None and not -num_layers <= layer < num_layers:
-            raise ValueError(f"layer {layer} out of range for an upstream with {num_layers} hidden states "
-                             f"(valid: 0..{num_layers - 1}, or negative from the end)")
         self.num_layers = num_layers
-        self.layer = None if layer is None else layer % num_layers
+        self.layer = resolve_layer(layer, num_layers)
         self.normalize = normalize
         self.weights = nn.Parameter(torch.zeros(num_layers)) if layer is None else None
         self.register_buffer("mean", None)   # (L or 1, D) once set_statistics is called

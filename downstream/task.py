@@ -34,7 +34,7 @@ from torch import nn
 from speechssl.data.base import SizedDataset
 from speechssl.data.manifest import Manifest, read_labels, read_manifest
 from speechssl.downstream.cache import CachedSplit, FeatureCache
-from speechssl.downstream.featurizer import Featurizer
+from speechssl.downstream.featurizer import Featurizer, resolve_layer
 from speechssl.downstream.upstreams import LoadedUpstream
 from speechssl.log import progress_bar
 from speechssl.nn.frozen import run_frozen
@@ -249,6 +249,14 @@ class DownstreamTaskBase(Task):
     def __init__(self, cfg: Any, ctx: RunContext) -> None:
         self.cfg = cfg
         self.ctx = ctx
+        # layer options index the upstream's hidden states: checked once, here, before any work,
+        # for the cached and the uncached paths alike (never wrapped by negative/modulo indexing)
+        self.layer: int | None = None
+        if ctx.upstream is not None:
+            n = ctx.upstream.num_layers
+            self.layer = resolve_layer(ctx.featurizer.layer, n, "featurizer.layer")
+            if isinstance(getattr(cfg, "layer", None), int):
+                resolve_layer(cfg.layer, n, "task.layer")
         self._splits: dict[str, SplitData] = {}
         self._datasets: dict[str, _Dataset] = {}
 
@@ -296,10 +304,9 @@ class DownstreamTaskBase(Task):
 
     def _data_layers(self) -> list[int] | None:
         """Upstream layers the data carries: all (None) unless one layer is cached alone."""
-        layer = self.ctx.featurizer.layer
-        if layer is None or not self.uses_cache:
+        if self.layer is None or not self.uses_cache:
             return None
-        return [layer % self.ctx.upstream.num_layers]
+        return [self.layer]
 
     def dataset(self, split: str) -> _Dataset:
         if split not in self._datasets:
@@ -339,9 +346,8 @@ class DownstreamTaskBase(Task):
 
     def feature_dim(self) -> int:
         sizes = self.ctx.upstream.hidden_sizes
-        layer = self.ctx.featurizer.layer
-        if layer is not None:
-            return sizes[layer % len(sizes)]
+        if self.layer is not None:
+            return sizes[self.layer]
         if len(set(sizes)) != 1:
             raise ValueError(f"upstream {self.ctx.upstream.name} has hidden states of sizes {sizes}: a "
                              "weighted sum needs one size; choose a layer with -o featurizer.layer=N")
@@ -353,7 +359,7 @@ class DownstreamTaskBase(Task):
         if data_layers is not None:
             featurizer = Featurizer(1, layer=0, normalize=self.ctx.featurizer.normalize)
         else:
-            featurizer = Featurizer(up.num_layers, layer=self.ctx.featurizer.layer,
+            featurizer = Featurizer(up.num_layers, layer=self.layer,
                                     normalize=self.ctx.featurizer.normalize)
         if self.ctx.featurizer.standardize:
             featurizer.set_statistics(*self.train_moments())
@@ -367,8 +373,8 @@ class DownstreamTaskBase(Task):
         """Per-dimension mean and std of the hidden states the featurizer combines, over the
         training split: ``(L, D)`` for a weighted sum, ``(1, D)`` for one layer (memoised)."""
         if not hasattr(self, "_moments"):
-            up, layer = self.ctx.upstream, self.ctx.featurizer.layer
-            wanted = None if layer is None else [layer % up.num_layers]
+            up = self.ctx.upstream
+            wanted = None if self.layer is None else [self.layer]
             if self.uses_cache:
                 moments = self.dataset(self.ctx.train_split).cached.moments()
             else:
@@ -385,7 +391,7 @@ class DownstreamTaskBase(Task):
         if len(w) == n:
             return w
         out = [0.0] * n
-        out[self.ctx.featurizer.layer % n] = 1.0
+        out[self.layer] = 1.0
         return out
 
     @staticmethod

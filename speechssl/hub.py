@@ -19,7 +19,6 @@ from __future__ import annotations
 import dataclasses
 import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +27,8 @@ import torch
 
 from speechssl._hub.build import build_config, build_model, check_savable
 from speechssl._hub.modeldir import (
-    WEIGHTS_NAME, HubError, WeightsRecord, check_sha256, read_meta, replace_dir, write_model_dir,
+    WEIGHTS_NAME, HubError, WeightsRecord, check_sha256, read_meta, replace_dir, staging_dir,
+    write_model_dir,
 )
 from speechssl._hub.sources import detect_format, foreign_readers, formats, normalise_path, read_record
 from speechssl._hub.zoo import ZooEntry, is_name, list_zoo, model_home, zoo_dir, zoo_path
@@ -130,7 +130,9 @@ class ModelInfo:
         downsample_rate: samples per output frame at 16 kHz (audio methods), else None.
         hidden_sizes: D of each hidden state.
         sha256: digest of ``model.safetensors`` (model directories only).
-        verified: True when the digest was checked and matched, None when not checked.
+        verified: True when the weights' digests (a model directory's sha256, a training
+            checkpoint's tensor digests) were checked and matched; None when not checked
+            (``verify=False``, a foreign format, an old checkpoint without digests).
         speechssl_version: the version that wrote it (model directories only).
         source: provenance recorded at conversion.
         config: the full config.
@@ -231,6 +233,10 @@ def info(name_or_path: str | Path, verify: bool = True, fmt: str = "auto") -> Mo
         method, config, source = record.method, record.config, record.source
         kind = source.get("format", kind)
         weights = None
+        # a training checkpoint's tensor digests (issue 23 item 3) were checked and matched
+        # (read_record refuses a mismatch); "none" (an old checkpoint) and "not checked" stay None
+        if source.get("digests") == "verified":
+            verified = True
     size = weights.stat().st_size if weights is not None else 0
     model = _shape_model(method, config, str(path), size)
     spec = get_method(method)
@@ -267,14 +273,11 @@ def export(src: str | Path, name: str, *, verify: bool = True, overwrite: bool =
         if verify:
             meta = read_meta(src_path)
             check_sha256(src_path / WEIGHTS_NAME, meta["sha256"])
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        staged = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=dst.parent))
-        try:
+        # staging_dir: named after this process beside dst, so a killed export's copy is removed
+        # by the next one; replace_dir gives the tree the umask's modes
+        with staging_dir(dst) as staged:
             shutil.copytree(src_path, staged, dirs_exist_ok=True)
-        except BaseException:
-            shutil.rmtree(staged, ignore_errors=True)
-            raise
-        replace_dir(staged, dst)
+            replace_dir(staged, dst)
         return dst
     return convert(src_path, dst, src_format=fmt, to="speechssl", verify=verify)
 

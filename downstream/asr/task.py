@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from speechssl.downstream import metrics
 from speechssl.downstream.ctc import CTCHeadConfig, CTCTask, DecoderConfig, word_char_counts
 
 __all__ = ["ASRConfig", "SpeechRecognition"]
@@ -31,19 +30,3 @@ class SpeechRecognition(CTCTask):
 
     def ratio_metrics(self, hyps: list[str], refs: list[str]) -> dict[str, tuple[float, float]]:
         return word_char_counts(hyps, refs)
-
-    # WER/CER from summed counts through metrics.rate, the one definition (no words in the
-    # references: the number of inserted words, as metrics.wer and jiwer), in validation
-    # logs and in scoring alike.
-    def reduce_logs(self, sums: dict[str, float], sample_size: float) -> dict[str, float]:
-        out = super().reduce_logs(sums, sample_size)
-        for name in self.ratio_names:
-            if f"num_{name}" in sums:
-                out[name] = metrics.rate(sums[f"num_{name}"], sums.get(f"den_{name}", 0.0))
-        return out
-
-    def score(self, split: str, predictions: list[str]) -> dict[str, float]:
-        counts = self.ratio_metrics(predictions, self.references(split))
-        return {name: metrics.rate(num, den) for name, (num, den) in counts.items()}
-
-    ratio_names: ClassVar[tuple[str, ...]] = ("wer", "cer")

@@ -11,6 +11,7 @@ import torch
 
 from speechssl.data.manifest import Manifest, read_labels
 from speechssl.downstream import metrics
+from speechssl.downstream.featurizer import resolve_layer
 from speechssl.downstream.qbe.dtw import dtw_score
 from speechssl.downstream.task import DownstreamTaskBase, SplitData, read_subset_labels, subset_split
 from speechssl.downstream.vad import FRAME_LENGTH, FRAME_SHIFT, voice_activity
@@ -88,7 +89,9 @@ class QueryByExample(DownstreamTaskBase):
             queries, docs = self._manifests()
             up = self.ctx.upstream
             layer = self.cfg.layer if self.cfg.layer is not None else self.ctx.featurizer.layer
-            layers = None if layer is None else [layer % up.num_layers]
+            layer = resolve_layer(layer, up.num_layers, "task.layer" if self.cfg.layer is not None else
+                                  "featurizer.layer")
+            layers = None if layer is None else [layer]
             out = []
             for name, manifest in (("queries", queries), ("docs", docs)):
                 per_utt = [[h.numpy() for h in utt] for utt in self._hidden(name, manifest, layers)]
