@@ -11,9 +11,9 @@ An experiment directory (``--expdir``, default ``exp/downstream/<name>``) holds:
     predictions_<split>.tsv  id, prediction, reference per utterance
     lr_sweep/lr_<lr>/      with --lr-sweep: one such experiment per learning rate (see below)
 
-Heads stop early: ``trainer.patience`` (default :data:`TRAINER_DEFAULTS`, before the task's
-own defaults) validations in a row without a better ``trainer.best_metric`` end the training;
-``checkpoint_best.pt`` is evaluated.
+Heads can stop early: with ``trainer.patience=N`` (default :data:`TRAINER_DEFAULTS`: off, before
+the task's own defaults), N validations in a row without a better ``trainer.best_metric`` end the
+training; ``checkpoint_best.pt`` is evaluated either way.
 
 Learning-rate sweep (``--lr-sweep 1e-4,1e-3,1e-2``, ``run.lr_sweep``): one head per learning
 rate, each a full experiment under ``lr_sweep/lr_<lr>/`` sharing the cached features; the lr
@@ -59,7 +59,9 @@ _log = logging.getLogger(__name__)
 RESULT_NAME = "result.json"
 
 #: Trainer settings every downstream head starts from; a task's ``trainer_defaults`` override them.
-TRAINER_DEFAULTS: dict[str, Any] = {"patience": 3}
+#: Early stopping stays opt-in (``-o trainer.patience=3``) until the README's tables, measured
+#: training every head to ``max_updates``, are measured again with it.
+TRAINER_DEFAULTS: dict[str, Any] = {"patience": 0}
 
 
 @dataclass

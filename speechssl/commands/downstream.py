@@ -40,8 +40,8 @@ s3prl's flags, and what they map to:
   -s hidden_states|last_hidden_state   --upstream_feature_selection: all hidden states (default),
                                        or the last one only (= -l -1)
   --verbose                            debug logging and the resolved config
-heads stop early after trainer.patience validations without a better trainer.best_metric
-(-o trainer.patience=0 trains to trainer.max_updates); --lr-sweep trains one head per lr under
+-o trainer.patience=N stops a head after N validations without a better trainer.best_metric
+(default 0: train to trainer.max_updates); --lr-sweep trains one head per lr under
 EXPDIR/lr_sweep/lr_<lr>/ and keeps the lr that scores best on the validation split.
 """
 

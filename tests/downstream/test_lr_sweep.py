@@ -14,12 +14,12 @@ from speechssl.downstream.report import collect_results, render_markdown
 _FAST = "trainer.max_updates=4,trainer.validate_every_updates=2,trainer.save_every_updates=2"
 
 
-def test_heads_stop_early_by_default_and_tasks_or_overrides_win():
+def test_early_stopping_is_opt_in_and_overrides_win():
     _, _, trainer, _ = runner.resolve_configs(flags={"task": "ks", "upstream": "fbank"})
-    assert trainer.patience == runner.TRAINER_DEFAULTS["patience"] == 3
+    assert trainer.patience == runner.TRAINER_DEFAULTS["patience"] == 0
     _, _, trainer, _ = runner.resolve_configs(flags={"task": "ks", "upstream": "fbank"},
-                                              overrides=["trainer.patience=0"])
-    assert trainer.patience == 0
+                                              overrides=["trainer.patience=3"])
+    assert trainer.patience == 3
 
 
 @pytest.mark.parametrize("lrs, message", [([1e-3, 1e-3], "listed twice"), ([0.0], "positive")])
