@@ -154,13 +154,16 @@ class TransformerEncoder(nn.Module):
         self.layers.apply(init_bert_params)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None, *,
-                output_layer: int | None = None) -> list[torch.Tensor]:
+                output_layer: int | None = None, absolute_positions: bool = True) -> list[torch.Tensor]:
         """Encode frames.
 
         Args:
             x: ``(B, T, D)`` frames.
             lengths: ``(B,)`` valid frames per row (None: nothing padded).
             output_layer: stop after this many layers (1-based, ``1..L``); None runs all ``L``.
+            absolute_positions: add the conv / sinusoidal embeddings; False for inputs that bring
+                their own (SpeechT5's text pre-net shares the encoder with speech). Relative
+                positions always apply.
 
         Returns:
             hidden states ``[h_0, h_1, ..., h_k]`` (``k = output_layer or L``), each ``(B, T, D)``
@@ -181,7 +184,8 @@ class TransformerEncoder(nn.Module):
         if pad is not None:
             # Padding must look like the zero padding the position conv sees past the end of a lone utterance.
             x = x.masked_fill(pad.unsqueeze(-1), 0.0)
-        x = self._add_absolute_positions(x, pad)
+        if absolute_positions:
+            x = self._add_absolute_positions(x, pad)
         if not self.layer_norm_first:
             x = self.layer_norm(x)
         x = self.dropout(x)

@@ -130,9 +130,8 @@ class SpeechT5Model(Wav2Vec2Trunk):
     def encode_embedded(self, x: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         """Pre-net output → the shared encoder's hidden states, without the speech position embeddings.
 
-        The encoder's LayerNorm, dropout, layer drop and layers (with their relative keys), as
-        :meth:`speechssl.nn.transformer.TransformerEncoder.forward` runs them after it adds its
-        absolute (speech) position embeddings, which text does not get.
+        The encoder's LayerNorm, dropout, layer drop and layers with their relative keys; the
+        absolute (speech) position embeddings are left out, text gets its own in the pre-net.
 
         Args:
             x: ``(B, T, D)``; lengths: ``(B,)``.
@@ -140,22 +139,7 @@ class SpeechT5Model(Wav2Vec2Trunk):
         Returns:
             ``L + 1`` tensors ``(B, T, D)``, padded steps 0.
         """
-        enc = self.encoder
-        pad = padding_mask(lengths, x.shape[1])
-        x = x.masked_fill(pad.unsqueeze(-1), 0.0)
-        if not enc.layer_norm_first:
-            x = enc.layer_norm(x)
-        x = enc.dropout(x)
-        hidden = [x]
-        last = len(enc.layers) - 1
-        for i, layer in enumerate(enc.layers):
-            skip = self.training and enc.layerdrop > 0.0 and float(torch.rand(())) < enc.layerdrop
-            if not skip:
-                x = layer(x, pad, enc.pos_emb)
-            if enc.layer_norm_first and i == last:
-                x = enc.layer_norm(x)
-            hidden.append(x)
-        return [h.masked_fill(pad.unsqueeze(-1), 0.0) for h in hidden]
+        return self.encoder(x, lengths, absolute_positions=False)
 
     def encode_text(self, tokens: torch.Tensor, lengths: torch.Tensor) -> list[torch.Tensor]:
         """``tokens`` ``(B, L)`` int64, ``lengths`` ``(B,)`` → the encoder's ``L + 1`` hidden states ``(B, L, D)``."""
