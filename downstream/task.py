@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from speechssl.data.base import SizedDataset
-from speechssl.data.manifest import Manifest, read_labels, read_manifest
+from speechssl.data.manifest import Manifest, read_labels, validate_manifest
 from speechssl.downstream.cache import CachedSplit, FeatureCache
 from speechssl.downstream.featurizer import Featurizer, resolve_layer
 from speechssl.downstream.upstreams import LoadedUpstream
@@ -124,7 +124,7 @@ def subset_split(data_dir: Path, subset: str, split: str) -> Manifest:
         raise FileNotFoundError(
             f"{path} not found (present: {', '.join(there) or 'nothing'}); --data must be a corpus root "
             f"with a {subset}/ subset, e.g. from 'speechssl corpus synth --preset tiny --out DIR'")
-    return read_manifest(path)
+    return validate_manifest(path)  # the one manifest check (root line, duplicates, files, sample counts)
 
 
 def read_subset_labels(manifest: Manifest, ext: str) -> list[str]:

@@ -27,7 +27,7 @@ from speechssl.audio import load as load_audio
 from speechssl.data.base import SizedDataset
 from speechssl.data.collate import AudioCollater
 from speechssl.data.labels import LabelFile, LabelKind, LabelSpec, check_label_keys, frame_crop
-from speechssl.data.manifest import Manifest, read_manifest
+from speechssl.data.manifest import Manifest, read_manifest, validate_manifest
 
 # LabelSpec, LabelKind and frame_crop live in speechssl.data.labels; re-exported here.
 __all__ = ["LabelSpec", "LabelKind", "AudioDataset", "audio_split", "split_manifest", "frame_crop", "RESERVED_KEYS"]
@@ -197,6 +197,7 @@ def audio_split(data_dir: str | Path, split: str, labels: Sequence[LabelSpec] = 
     Raises:
         FileNotFoundError: no such manifest (naming it and the split).
     """
-    return AudioDataset(split_manifest(data_dir, split), labels, max_sample_size=max_sample_size, min_sample_size=min_sample_size,
+    manifest = validate_manifest(split_manifest(data_dir, split), sample_rate=sample_rate)  # before any work
+    return AudioDataset(manifest, labels, max_sample_size=max_sample_size, min_sample_size=min_sample_size,
                         crop="random" if (train and random_crop) else "start", normalize=False, seed=seed,
                         sample_rate=sample_rate)

@@ -107,6 +107,25 @@ class LabelFile:
             _log.info("%s: %d classes from the file itself (pass a dictionary to share ids across splits)",
                       self.path, len(classes))
         self.dictionary: Dictionary | None = dictionary
+        self._check_rows()
+
+    def _check_rows(self) -> None:
+        """Every row's tokens, up front (not when the row is first drawn): integers >= 0 for
+        frame labels without a dictionary, symbols of the dictionary otherwise; utterance
+        labels one class each. Errors name the file, the line and the token."""
+        for i, row in enumerate(self.rows):
+            if self.spec.kind == "utterance":
+                if not row.strip():
+                    raise FormatError(f"{self.path}:{i + 1}: empty line; expected one class per row")
+                self.get(i)
+                continue
+            if self.dictionary is not None:
+                self._encode(row, i)
+                continue
+            for token in row.split():
+                if not (token.isdigit() and token.isascii()):
+                    raise FormatError(f"{self.path}:{i + 1}: frame label {token!r} is not a non-negative "
+                                      "integer unit id (give a dictionary, e.g. dict.km.txt, for symbols)")
 
     def _encode(self, row: str, row_index: int) -> list[int]:
         tokens = row.split()
@@ -116,10 +135,13 @@ class LabelFile:
             except KeyError as exc:
                 raise FormatError(f"{self.path}:{row_index + 1}: {exc.args[0]}") from None
         try:
-            return [int(t) for t in tokens]
+            ids = [int(t) for t in tokens]
+            if any(x < 0 for x in ids):
+                raise ValueError
+            return ids
         except ValueError:
             raise FormatError(f"{self.path}:{row_index + 1}: frame labels without a dictionary must be "
-                              f"integers, got {row[:40]!r}") from None
+                              f"non-negative integers, got {row[:40]!r}") from None
 
     def get(self, row_index: int) -> torch.Tensor | int:
         """Row ``row_index`` (0-based) as a class id (``utterance``) or an id tensor ``(T,)`` int64."""

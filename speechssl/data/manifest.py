@@ -20,8 +20,12 @@ from speechssl.atomic import atomic_open
 
 __all__ = [
     "FormatError", "Manifest", "read_manifest", "write_manifest", "read_labels", "write_labels",
-    "Dictionary", "read_dict", "write_dict", "build_dict", "check_label_frames",
+    "Dictionary", "read_dict", "write_dict", "build_dict", "check_label_frames", "validate_manifest",
+    "AUDIO_SUFFIXES",
 ]
+
+#: file suffixes whose sample count :func:`validate_manifest` reads from the header
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".opus", ".aiff", ".aif")
 
 
 class FormatError(ValueError):
@@ -71,10 +75,16 @@ def read_manifest(path: str | Path) -> Manifest:
         raise FileNotFoundError(f"manifest not found: {path}") from None
     if not lines or not lines[0].strip():
         raise FormatError(f"{path}:1: expected the root directory on the first line, got an empty line")
+    first = lines[0].split("\t")
+    if len(first) == 2 and first[1].strip().isdigit():
+        raise FormatError(f"{path}:1: expected the root directory on the first line, found a row "
+                          f"{lines[0]!r}; the root line is missing (write the audio root, then one "
+                          "'relative/path<TAB>num_samples' row per line)")
     root = Path(lines[0].strip())
     if not root.is_absolute():
         root = (path.parent / root).resolve()
     paths, sizes = [], []
+    seen: dict[str, int] = {}
     for lineno, line in enumerate(lines[1:], start=2):
         if not line.strip():
             raise FormatError(f"{path}:{lineno}: empty line; expected 'relative/path<TAB>num_samples'")
@@ -90,9 +100,71 @@ def read_manifest(path: str | Path) -> Manifest:
             raise FormatError(f"{path}:{lineno}: num_samples must be an integer, got {n!r}") from None
         if size <= 0:
             raise FormatError(f"{path}:{lineno}: num_samples must be positive, got {size}")
+        if rel in seen:
+            raise FormatError(f"{path}:{lineno}: duplicate row {rel!r} (first on line {seen[rel]}); "
+                              "each file may appear once")
+        seen[rel] = lineno
         paths.append(rel)
         sizes.append(size)
     return Manifest(root=root, paths=paths, sizes=sizes, source=path)
+
+
+def validate_manifest(manifest: str | Path | Manifest, *, check_files: bool = True, min_samples: int = 0,
+                      sample_rate: int = 16000, what: str = "") -> Manifest:
+    """The one up-front check of a manifest, run by every verb before any work.
+
+    :func:`read_manifest` already refuses a missing root line, malformed and duplicate rows.
+    This adds, row by row, with the manifest's file and line in every message:
+
+    - ``check_files``: the file exists; for audio (:data:`AUDIO_SUFFIXES`) its header's sample
+      count equals the row's ``num_samples`` — the one rule everywhere: exactly, counted at
+      the file's own rate or at ``sample_rate`` after resampling;
+    - ``min_samples``: no row is shorter than the consumer's first frame (a shorter row would
+      give an empty, 0-frame item).
+
+    Args:
+        manifest: a path or a read manifest.
+        what: who needs the minimum, for the message (``"the upstream's first frame"``).
+
+    Returns:
+        the manifest.
+
+    Raises:
+        FormatError: naming ``<manifest>:<line>``, the file, what was found and what was expected.
+        FileNotFoundError: the manifest itself is missing.
+    """
+    if not isinstance(manifest, Manifest):
+        manifest = read_manifest(manifest)
+    src = manifest.source or "manifest"
+    short = [i for i, n in enumerate(manifest.sizes) if n < min_samples]
+    if short:
+        i = short[0]
+        raise FormatError(f"{src}:{i + 2} (row {i}, {manifest.paths[i]}): {manifest.sizes[i]} samples, fewer than the "
+                          f"{min_samples} {what or 'needed for one frame'} ({len(short)} such rows); remove "
+                          "them from the manifest")
+    if not check_files:
+        return manifest
+    from speechssl import audio
+
+    for i, rel in enumerate(manifest.paths):
+        where = f"{src}:{i + 2} (row {i}, {rel})"
+        path = manifest.root / rel
+        if not path.is_file():
+            hint = (f" (the root line says {manifest.root}; is it right?)" if i == 0 or not manifest.root.is_dir()
+                    else "")
+            raise FormatError(f"{where}: {path} not found{hint}")
+        if path.suffix.lower() not in AUDIO_SUFFIXES:
+            continue
+        try:
+            info = audio.info(path)
+        except (OSError, ValueError) as exc:
+            raise FormatError(f"{where}: cannot use this audio: {exc}") from None
+        counts = {info.num_samples, int(round(info.num_samples * sample_rate / info.sample_rate))}
+        if manifest.sizes[i] not in counts:
+            raise FormatError(f"{where}: num_samples is {manifest.sizes[i]} but the file holds {info.num_samples} "
+                              f"samples at {info.sample_rate} Hz; regenerate the manifest "
+                              "(speechssl manifest ...)")
+    return manifest
 
 
 def write_manifest(path: str | Path, root: str | Path, rows: Iterable[tuple[str, int]]) -> None:

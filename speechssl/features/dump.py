@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 from speechssl.atomic import atomic_write_text
-from speechssl.data.manifest import Manifest, read_manifest
+from speechssl.data.manifest import Manifest, validate_manifest
 from speechssl.features import kaldi
 from speechssl.features.cmvn import CmvnStats
 from speechssl.features.framing import FrameOptions
@@ -106,6 +106,8 @@ class KaldiFeatureSource:
         frame_opts = FrameOptions(**{k: v for k, v in self.options.items()
                                      if k in frame_keys and k not in ("dither",)})
         self.frame_rate_hz = frame_opts.frame_rate_hz
+        #: the shortest waveform that gives a frame (shorter rows are refused up front)
+        self.min_samples = frame_opts.frame_length if frame_opts.snip_edges else 1
         # one frame of silence tells the dimension and validates every option up front
         probe = torch.zeros(frame_opts.frame_length, device=self.device)
         self.dim = int(self.fn(probe, **self.options).shape[-1])
@@ -174,6 +176,27 @@ class UpstreamFeatureSource:
         self.sample_rate = 16000.0
         self.device = model_device(model)
         self.model_sha256 = model_sha256(model)  # the weights, not the path, decide a resume
+        self._min_samples: int | None = None
+
+    @property
+    def min_samples(self) -> int:
+        """The shortest waveform that gives the model one frame (found by bisection on silence)."""
+        if self._min_samples is None:
+            def frames(n: int) -> int:
+                try:
+                    hidden, _ = run_frozen(self.model, [torch.zeros(n)], layers=[self.layer], max_chunk=self.chunk)
+                except (RuntimeError, ValueError):  # e.g. a conv kernel longer than the input
+                    return 0
+                return int(hidden[0].shape[1])
+
+            lo, hi = 1, 2 * self.downsample_rate
+            while frames(hi) < 1 and hi < 1 << 20:
+                lo, hi = hi, hi * 2
+            while lo < hi:
+                mid = (lo + hi) // 2
+                lo, hi = (lo, mid) if frames(mid) >= 1 else (mid + 1, hi)
+            self._min_samples = lo
+        return self._min_samples
 
     def __call__(self, wav: torch.Tensor) -> torch.Tensor:
         """``(S,)`` waveform at 16 kHz → ``(T, D)`` float32 features on the CPU."""
@@ -307,8 +330,10 @@ def dump_features(manifest: str | Path | Manifest, feat_dir: str | Path, source:
         ValueError: unreadable or bad audio (naming the manifest row and file), or a source
             returning features of the wrong shape.
     """
-    if not isinstance(manifest, Manifest):
-        manifest = read_manifest(manifest)
+    # one validator, before any work: root line, duplicates, files, exact sample counts, and
+    # rows too short for one frame of this source (they would become 0-frame rows)
+    manifest = validate_manifest(manifest, min_samples=int(getattr(source, "min_samples", 0)),
+                                 what="samples of the feature source's first frame")
     if split is None:
         if manifest.source is None:
             raise ValueError("split is required when the manifest was not read from a file")
@@ -357,14 +382,11 @@ def dump_features(manifest: str | Path | Manifest, feat_dir: str | Path, source:
                 wav = audio.load(path, sample_rate=sample_rate, resample=resample)
             except (OSError, ValueError) as exc:
                 raise ValueError(f"{where}: cannot use this audio: {exc}") from None
-            if abs(wav.shape[0] - manifest.sizes[row]) > 160:
-                _log.warning("%s: the manifest says %d samples, the file has %d", where,
-                             manifest.sizes[row], wav.shape[0])
             try:
                 feats = source(wav)
             except (RuntimeError, ValueError) as exc:
                 raise RuntimeError(f"{where}: feature extraction failed on {wav.shape[0]} samples: {exc}") from exc
-            if feats.dim() != 2 or feats.shape[1] != dim:
+            if feats.dim() != 2 or feats.shape[1] != dim or feats.shape[0] == 0:
                 raise ValueError(f"{where}: the feature source returned shape {tuple(feats.shape)}, "
                                  f"expected (T, {dim})")
             array = np.ascontiguousarray(feats.detach().cpu().numpy(), dtype="<f4")

@@ -111,10 +111,10 @@ def test_label_errors(corpus, tmp_path):
         AudioDataset(corpus / "train.tsv", [LabelSpec(corpus / "train.spk", "utterance", name="wav")])
     with pytest.raises(ValueError, match="two labels are named 'spk'"):
         AudioDataset(corpus / "train.tsv", [LabelSpec(corpus / "train.spk", "utterance")] * 2)
-    ds = AudioDataset(corpus / "train.tsv", [LabelSpec(corpus / "train.ltr", "sequence",
-                                                       dictionary=Dictionary(["a", "b"], [1, 1]))])
+    # refused up front (issue 23 item 4), not when row 2 is first drawn
     with pytest.raises(FormatError, match=r"train\.ltr:2: symbol 'c' is not in the dictionary"):
-        ds[1]
+        AudioDataset(corpus / "train.tsv", [LabelSpec(corpus / "train.ltr", "sequence",
+                                                      dictionary=Dictionary(["a", "b"], [1, 1]))])
 
 
 def test_utterance_labels_with_shared_dictionary(corpus):
