@@ -1,0 +1,161 @@
+"""LightHuBERT upstream: a HuBERT trunk whose transformer is a weight-sharing supernet.
+
+Data flow as :class:`speechssl.nn.trunk.Wav2Vec2Trunk`, run at one subnet's width ``E``::
+
+    wav (B, S) ─[normalize]─ conv encoder ─▶ (B, T, C) ─ LayerNorm ─ post_extract_proj[:E] ─ dropout_input
+        ─ [mask: frames ← mask_emb[:E]] ─ supernet encoder (subnet) ─▶ hidden states (B, T, E) × (L' + 1)
+
+Parameter names are fairseq's / the official LightHuBERT checkpoint's (``feature_extractor``,
+``layer_norm``, ``post_extract_proj``, ``mask_emb``, ``encoder.pos_conv.0.weight_g``,
+``encoder.layers.{i}.self_attn.q_proj`` ...). The upstream runs :attr:`subnet` (the config's,
+by default the search space's largest); :meth:`encode` takes any subnet of the space.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from speechssl.nn.conv_extractor import ConvFeatureExtractor
+from speechssl.nn.grad import grad_multiply
+from speechssl.nn.lengths import pad_waveforms, padding_mask
+from speechssl.nn.masking import compute_mask_indices
+from speechssl.nn.supernet import Subnet, SupernetEncoder
+from speechssl.nn.trunk import normalize_waveform
+from speechssl.upstream.lighthubert.config import LightHubertConfig
+
+__all__ = ["LightHubertModel", "SupernetOutput"]
+
+
+@dataclass
+class SupernetOutput:
+    """What :meth:`LightHubertModel.encode` returns.
+
+    Attributes:
+        hidden_states: ``[h_0, ..., h_L']`` each ``(B, T, E)``, padded frames 0.
+        lengths: ``(B,)`` valid frames.
+        features: ``(B, T, C)`` conv features (for the feature penalty).
+        mask_indices: ``(B, T)`` bool frames replaced by the mask embedding, or None.
+    """
+
+    hidden_states: list[torch.Tensor]
+    lengths: torch.Tensor
+    features: torch.Tensor
+    mask_indices: torch.Tensor | None
+
+
+class LightHubertModel(nn.Module):
+    """The LightHuBERT supernet as an upstream (contract of :class:`speechssl.nn.trunk.Wav2Vec2Trunk`).
+
+    Attributes:
+        config: the :class:`LightHubertConfig`.
+        subnet: the :class:`~speechssl.nn.supernet.Subnet` :meth:`forward` runs (``config.subnet``).
+        downsample_rate: samples per frame.
+        hidden_sizes: ``[E] * (L' + 1)`` of :attr:`subnet`.
+    """
+
+    method = "lighthubert"
+
+    def __init__(self, config: LightHubertConfig) -> None:
+        super().__init__()
+        config.validate()
+        self.config = config
+        D = config.encoder_embed_dim
+        self.feature_extractor = ConvFeatureExtractor(config.conv_feature_layers, config.extractor_mode,
+                                                      config.conv_bias)
+        C = self.feature_extractor.out_channels
+        self.layer_norm = nn.LayerNorm(C)
+        self.post_extract_proj = nn.Linear(C, D)
+        self.dropout_input = nn.Dropout(config.dropout_input)
+        self.mask_emb = nn.Parameter(torch.empty(D).uniform_())
+        self.encoder = SupernetEncoder(
+            D, config.encoder_ffn_embed_dim, config.encoder_layers, config.encoder_attention_heads,
+            dropout=config.dropout, attention_dropout=config.attention_dropout,
+            activation_dropout=config.activation_dropout, activation_fn=config.activation_fn,
+            layer_norm_first=config.layer_norm_first, layer_norm_eps=config.layer_norm_eps,
+            conv_pos=config.conv_pos, conv_pos_groups=config.conv_pos_groups)
+        self.downsample_rate: int = config.downsample_rate
+        self.subnet = self.check_subnet(config.subnet)
+        self.hidden_sizes: list[int] = [self.subnet.embed_dim] * (self.subnet.num_layers + 1)
+
+    @classmethod
+    def from_config(cls, config: LightHubertConfig) -> "LightHubertModel":
+        return cls(config)
+
+    @property
+    def receptive_field(self) -> int:
+        return self.feature_extractor.receptive_field
+
+    def check_subnet(self, subnet: Subnet) -> Subnet:
+        """``subnet`` if it fits this supernet, else ValueError naming the dimension."""
+        self.encoder.check(subnet)
+        return subnet
+
+    def num_params(self, subnet: Subnet | None = None) -> int:
+        """Parameters the upstream uses when it runs ``subnet`` (default :attr:`subnet`)."""
+        subnet = subnet or self.subnet
+        E = subnet.embed_dim
+        C = self.post_extract_proj.in_features
+        front = sum(p.numel() for p in self.feature_extractor.parameters()) + 2 * C
+        return front + C * E + E + E + self.encoder.num_params(subnet)
+
+    def forward_features(self, source: torch.Tensor, lengths: torch.Tensor | None = None
+                         ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Waveforms ``(B, S)`` → conv features ``(B, T, C)`` and frame lengths ``(B,)``."""
+        if self.config.normalize:
+            source = normalize_waveform(source, lengths)
+        mult = self.config.feature_grad_mult
+        if mult > 0:
+            features, frame_lengths = self.feature_extractor(source, lengths)
+            return grad_multiply(features, mult), frame_lengths
+        with torch.no_grad():
+            return self.feature_extractor(source, lengths)
+
+    def encode(self, features: torch.Tensor, lengths: torch.Tensor, subnet: Subnet | None = None, *,
+               mask: bool | torch.Tensor = False, generator: torch.Generator | None = None) -> SupernetOutput:
+        """Conv features ``(B, T, C)`` → hidden states of ``subnet`` (default :attr:`subnet`).
+
+        Args:
+            mask: False, True (sample a time mask with the config's settings) or a ``(B, T)`` bool mask.
+            generator: CPU generator of the sampled mask (None: torch's global RNG).
+        """
+        subnet = subnet or self.subnet
+        E = subnet.embed_dim
+        B, T, _ = features.shape
+        x = self.layer_norm(features)
+        x = F.linear(x, self.post_extract_proj.weight[:E], self.post_extract_proj.bias[:E])
+        x = self.dropout_input(x)  # (B, T, E)
+        mask_indices: torch.Tensor | None = None
+        if isinstance(mask, torch.Tensor):
+            if tuple(mask.shape) != (B, T) or mask.dtype != torch.bool:
+                raise ValueError(f"mask must be a bool tensor of shape ({B}, {T}), got {mask.dtype} {tuple(mask.shape)}")
+            mask_indices = mask & ~padding_mask(lengths, T)
+        elif mask:
+            c = self.config
+            mask_indices = compute_mask_indices((B, T), lengths, c.mask_prob, c.mask_length,
+                                                mask_type=c.mask_selection, mask_other=c.mask_other,
+                                                min_masks=c.mask_min_masks, no_overlap=c.no_mask_overlap,
+                                                min_space=c.mask_min_space, generator=generator).to(x.device)
+        if mask_indices is not None:
+            x = torch.where(mask_indices.unsqueeze(-1), self.mask_emb[:E].to(x.dtype), x)
+        hidden = self.encoder(x, subnet, lengths)
+        return SupernetOutput(hidden, lengths, features, mask_indices)
+
+    def forward(self, wavs: Sequence[torch.Tensor]) -> dict[str, torch.Tensor | list[torch.Tensor]]:
+        """The upstream contract for :attr:`subnet`: ``B`` waveforms ``(S_i,)`` at 16 kHz.
+
+        Returns:
+            ``hidden_states`` (``L' + 1`` tensors ``(B, T, E)``), ``last_hidden_state``, ``lengths`` ``(B,)``.
+        """
+        x, lengths = pad_waveforms(wavs)
+        if x.shape[1] < self.receptive_field:
+            empty = x.new_zeros(x.shape[0], 0, self.subnet.embed_dim)
+            return {"hidden_states": [empty] * len(self.hidden_sizes), "last_hidden_state": empty,
+                    "lengths": torch.zeros_like(lengths)}
+        features, frame_lengths = self.forward_features(x, lengths)
+        out = self.encode(features, frame_lengths)
+        return {"hidden_states": out.hidden_states, "last_hidden_state": out.hidden_states[-1],
+                "lengths": out.lengths}
