@@ -67,6 +67,7 @@ setup(
             "hubert = speechssl.upstream.hubert:METHOD",
             "mae = speechssl.upstream.mae:METHOD",
             "hubertopic = speechssl.upstream.hubertopic:METHOD",
+            "lighthubert = speechssl.upstream.lighthubert:METHOD",
             "speecht5 = speechssl.upstream.speecht5:METHOD",
             "ssamba = speechssl.upstream.ssamba:METHOD",
             "w2v_bert = speechssl.upstream.w2v_bert:METHOD",
