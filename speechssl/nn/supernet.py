@@ -357,6 +357,16 @@ class SupernetEncoder(nn.Module):
             hidden = [h.masked_fill(pad.unsqueeze(-1), 0.0) for h in hidden]
         return hidden
 
+    def num_macs(self, subnet: Subnet, frames: int) -> int:
+        """Multiply-accumulates of one forward of ``subnet`` over ``frames`` frames (matmuls and the position conv)."""
+        E, T = subnet.embed_dim, int(frames)
+        conv = self.pos_conv[0]
+        total = T * E * (E // conv.groups) * conv.kernel_size
+        for h, f in zip(subnet.heads, subnet.ffn_dims):
+            A = h * (self.dim // self.num_heads)
+            total += 4 * T * E * A + 2 * T * T * A + 2 * T * E * f
+        return total
+
     def num_params(self, subnet: Subnet) -> int:
         """Parameters ``subnet`` uses (position conv, kept layers, final LayerNorm)."""
         E = subnet.embed_dim

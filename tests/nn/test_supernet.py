@@ -114,3 +114,13 @@ def test_encoder_checks_subnets_and_counts_parameters():
         enc.check(Subnet(128, (3, 2, 2), (512, 512, 512)))
     with pytest.raises(ValueError, match="embed_dim"):
         enc.check(Subnet(100, (2,), (400,)))
+
+
+def test_macs_grow_with_the_subnet_and_frames():
+    enc = SupernetEncoder(128, 512, 3, 2, conv_pos=8, conv_pos_groups=8)
+    small, full = Subnet(64, (1, 1), (192, 192)), Subnet(128, (2, 2, 2), (512, 512, 512))
+    assert enc.num_macs(small, 50) < enc.num_macs(full, 50) < enc.num_macs(full, 100)
+    # one layer at T=1: q, k, v, out (4 E A) + scores and weighted sum (2 A) + FFN (2 E F), plus the position conv
+    one = Subnet(128, (2,), (512,))
+    assert SupernetEncoder(128, 512, 1, 2, conv_pos=8, conv_pos_groups=8).num_macs(one, 1) == (
+        4 * 128 * 128 + 2 * 128 + 2 * 128 * 512 + 128 * 16 * 8)

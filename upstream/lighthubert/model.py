@@ -102,6 +102,18 @@ class LightHubertModel(nn.Module):
         front = sum(p.numel() for p in self.feature_extractor.parameters()) + 2 * C
         return front + C * E + E + E + self.encoder.num_params(subnet)
 
+    def num_macs(self, num_samples: int = 16000, subnet: Subnet | None = None) -> int:
+        """Multiply-accumulates of one forward over ``num_samples`` samples (default 1 s) running ``subnet``."""
+        subnet = subnet or self.subnet
+        frames, total = int(num_samples), 0
+        c_in = 1
+        for c_out, kernel, stride in self.config.conv_feature_layers:
+            frames = max(0, (frames - kernel) // stride + 1)
+            total += frames * c_out * c_in * kernel
+            c_in = c_out
+        total += frames * c_in * subnet.embed_dim  # post_extract_proj
+        return total + self.encoder.num_macs(subnet, frames)
+
     def forward_features(self, source: torch.Tensor, lengths: torch.Tensor | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """Waveforms ``(B, S)`` → conv features ``(B, T, C)`` and frame lengths ``(B,)``."""

@@ -111,3 +111,18 @@ def test_unknown_parameter_is_named(official):
     bad = {"cfg": ckpt["cfg"], "model": {**ckpt["model"], "encoder.extra.weight": torch.zeros(1)}}
     with pytest.raises(ValueError, match="encoder.extra.weight"):
         convert_official(bad)
+
+
+def test_hub_reads_the_official_checkpoint(official, tmp_path):
+    from speechssl import hub
+
+    ref, ckpt = official
+    path = tmp_path / "lighthubert_small.pt"
+    torch.save(ckpt, path)
+    model = hub.load(path, fmt="lighthubert")
+    assert isinstance(model, LightHubertModel) and model.subnet == Subnet.uniform(384, 6, 4.0, 12)
+    out_dir = hub.save(model, tmp_path / "converted")
+    again = hub.load(out_dir)
+    wav = [torch.randn(6000, generator=torch.Generator().manual_seed(2))]
+    with torch.no_grad():
+        assert torch.equal(again(wav)["last_hidden_state"], model(wav)["last_hidden_state"])
