@@ -6,6 +6,7 @@ Markers:
 """
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,15 @@ def tiny_corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
         if not is_complete(path):
             synthesize_corpus(path, "tiny", seed=0, jobs=min(2, os.cpu_count() or 1), progress=False)
     return path
+
+
+@pytest.fixture
+def speechssl_logs(caplog: pytest.LogCaptureFixture):
+    """caplog that sees ``speechssl`` records at INFO even after ``setup_logging`` stopped propagation."""
+    logger = logging.getLogger("speechssl")
+    old_level = logger.level
+    logger.addHandler(caplog.handler)
+    logger.setLevel(logging.INFO)
+    yield caplog
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(old_level)

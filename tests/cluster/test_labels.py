@@ -68,7 +68,8 @@ def test_dump_labels_shard_by_shard_merges_at_the_end(tmp_path) -> None:
     assert len(read_labels(tmp_path / "lab" / "valid.km", expected_rows=3)) == 3
 
 
-def test_dump_labels_errors_name_the_problem(tmp_path, caplog) -> None:
+def test_dump_labels_errors_name_the_problem(tmp_path, speechssl_logs) -> None:
+    caplog = speechssl_logs
     _dump(tmp_path / "feat", "valid", 2, [10, 20, 30], dim=5)
     km7 = tmp_path / "km7.safetensors"
     KMeansModel(torch.randn(4, 7), feature="hubert layer 9").save(km7)

@@ -6,7 +6,6 @@ label crop's first frame can be read off its first id.
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +46,3 @@ def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture
-def speechssl_logs(caplog: pytest.LogCaptureFixture):
-    """caplog that sees ``speechssl`` records at INFO even after ``setup_logging`` stopped propagation."""
-    logger = logging.getLogger("speechssl")
-    old_level = logger.level
-    logger.addHandler(caplog.handler)
-    logger.setLevel(logging.INFO)
-    yield caplog
-    logger.removeHandler(caplog.handler)
-    logger.setLevel(old_level)

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -20,16 +19,6 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_corpus(tmp_path_factory.mktemp("tiny_data"))
 
 
-@pytest.fixture
-def speechssl_logs(caplog: pytest.LogCaptureFixture):
-    """caplog that sees ``speechssl`` records at INFO even after ``setup_logging`` stopped propagation."""
-    logger = logging.getLogger("speechssl")
-    old_level = logger.level
-    logger.addHandler(caplog.handler)
-    logger.setLevel(logging.INFO)
-    yield caplog
-    logger.removeHandler(caplog.handler)
-    logger.setLevel(old_level)
 
 
 def train_records(exp_dir: Path) -> dict[int, dict]:
