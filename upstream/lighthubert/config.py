@@ -70,6 +70,9 @@ class LightHubertConfig(TrunkConfig):
         super().validate()
         if "conv" not in self.encoder_position or len(self.encoder_position) != 1:
             raise ValueError(f"encoder_position must be ('conv',) for LightHuBERT, got {tuple(self.encoder_position)}")
+        if self.encoder_layerdrop > 0:
+            raise ValueError(f"encoder_layerdrop={self.encoder_layerdrop}: the LightHuBERT supernet has no layer drop "
+                             "(subnet depth sampling replaces it); set it to 0")
         self.search_space.validate(self.encoder_embed_dim, self.encoder_ffn_embed_dim, self.encoder_layers,
                                    self.encoder_attention_heads, self.conv_pos_groups)
         if self.subnet_embed_dim and not (self.subnet_heads and len(self.subnet_heads) == len(self.subnet_ffn_dims)):

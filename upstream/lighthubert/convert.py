@@ -81,6 +81,7 @@ def convert_official(obj: Mapping[str, Any], where: str = "checkpoint") -> tuple
         kind = "small"
     space = small() if kind == "small" else base()
     trunk = {k: v for k, v in fields.items() if k in LightHubertConfig.__dataclass_fields__}
+    trunk["encoder_layerdrop"] = 0.0  # the official expert disables it for inference
     trunk["conv_feature_layers"] = tuple(tuple(t) for t in trunk["conv_feature_layers"])
     config = LightHubertConfig(**trunk, space_embed_dims=space.space_embed_dims, space_heads=space.space_heads,
                                space_ffn_ratios=space.space_ffn_ratios, space_layers=space.space_layers)
