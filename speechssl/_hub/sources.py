@@ -4,8 +4,9 @@ Native formats: ``speechssl`` (a model directory) and ``checkpoint`` (a speechss
 checkpoint). Foreign formats are those some registered method has a converter for
 (``Method.converters``, e.g. ``fairseq``, ``hf``); each converter names the format's reader
 (``converter.reader``: a module with ``DESCRIPTION`` and either ``claims_dir``/``read_dir`` for
-directory formats or ``claims_checkpoint``/``read_checkpoint`` for ``.pt`` formats). Every
-``.pt`` goes through the allow-listed safe loader.
+directory formats or ``claims_checkpoint``/``read_checkpoint`` for ``.pt`` formats; a reader of
+a layout other toolkits share sets ``GENERIC = True`` and is asked last). Every ``.pt`` goes
+through the allow-listed safe loader.
 """
 from __future__ import annotations
 
@@ -78,7 +79,9 @@ def _classify_pt(path: Path, obj: Any, fmt: str, verify: bool = True) -> Weights
     if fmt in ("auto", "checkpoint") and is_training_checkpoint(obj):
         return read_training_checkpoint(path, obj, verify=verify)
     file_readers = {f: r for f, r in foreign_readers().items() if hasattr(r, "claims_checkpoint")}
-    for name, reader in file_readers.items():
+    # a GENERIC layout (fairseq's, which toolkits built on fairseq share) claims last
+    order = sorted(file_readers.items(), key=lambda item: bool(getattr(item[1], "GENERIC", False)))
+    for name, reader in order:
         if fmt in ("auto", name) and reader.claims_checkpoint(obj):
             return reader.read_checkpoint(path, obj)
     keys = ", ".join(sorted(map(str, obj))[:10]) if isinstance(obj, dict) else type(obj).__name__

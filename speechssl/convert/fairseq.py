@@ -44,6 +44,8 @@ __all__ = ["KEPT", "DROPPED", "FairseqConverter", "read_fairseq", "fairseq_model
 
 #: What this format is, for error messages (the hub's reader protocol, see speechssl._hub.sources).
 DESCRIPTION = "a fairseq checkpoint ('model' + 'cfg' or 'args')"
+#: Toolkits built on fairseq (LightHuBERT) save this layout too: their own readers are asked first.
+GENERIC = True
 
 _log = logging.getLogger(__name__)
 

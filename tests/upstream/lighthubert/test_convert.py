@@ -121,6 +121,9 @@ def test_hub_reads_the_official_checkpoint(official, tmp_path):
     torch.save(ckpt, path)
     model = hub.load(path, fmt="lighthubert")
     assert isinstance(model, LightHubertModel) and model.subnet == Subnet.uniform(384, 6, 4.0, 12)
+    assert hub.info(path).format == "lighthubert"  # recognised before the generic fairseq layout
+    auto = hub.load(path)
+    assert isinstance(auto, LightHubertModel) and auto.subnet == model.subnet
     out_dir = hub.save(model, tmp_path / "converted")
     again = hub.load(out_dir)
     wav = [torch.randn(6000, generator=torch.Generator().manual_seed(2))]
