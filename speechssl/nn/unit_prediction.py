@@ -27,7 +27,34 @@ from speechssl.nn.lengths import padding_mask
 from speechssl.nn.losses import cosine_logits
 from speechssl.nn.trunk import TrunkConfig, TrunkFeatures, Wav2Vec2Trunk
 
-__all__ = ["UnitPredictionConfig", "UnitPredictionModel", "UnitPredictionOutput"]
+__all__ = ["UnitPredictionConfig", "UnitPredictionModel", "UnitPredictionOutput", "HUBERT_SIZES"]
+
+#: HuBERT's model sizes as config fields, for the presets of every method with HuBERT's
+#: architecture (HuBERT, HuBERTopic...): ``MyConfig(**HUBERT_SIZES["base"], my_field=...)``.
+#:
+#: * ``tiny``: the quickstart model (~2.0M parameters): Base's 7-layer conv geometry (400-sample
+#:   receptive field, 320 stride, 50 Hz) with 64 channels (the conv stack dominates CPU time: 64
+#:   channels train ~1.7x faster than 128) and 4 transformer layers of width 192; mask_prob 0.5
+#:   rather than 0.8: with minutes of audio and a few hundred updates, 0.8 leaves too little
+#:   context and the model only learns the label prior (measured on the tiny corpus).
+#: * ``base``: HuBERT Base (12 x 768, ~94.7M), fairseq ``hubert_base_librispeech.yaml``.
+#: * ``large``: HuBERT Large (24 x 1024, pre-LN, LayerNorm conv encoder with biases, normalised
+#:   waveform; ~316M); ``conv_bias=True`` as in the released checkpoints (the YAML leaves it out).
+HUBERT_SIZES: dict[str, dict[str, object]] = {
+    "tiny": dict(conv_feature_layers=((64, 10, 5),) + ((64, 3, 2),) * 4 + ((64, 2, 2),) * 2,
+                 encoder_layers=4, encoder_embed_dim=192, encoder_ffn_embed_dim=768, encoder_attention_heads=4,
+                 conv_pos=32, conv_pos_groups=8, final_dim=64, dropout=0.1, attention_dropout=0.1,
+                 dropout_input=0.1, dropout_features=0.1, feature_grad_mult=0.1, mask_prob=0.5,
+                 untie_final_proj=True),
+    "base": dict(extractor_mode="default", encoder_layers=12, encoder_embed_dim=768, encoder_ffn_embed_dim=3072,
+                 encoder_attention_heads=12, final_dim=256, encoder_layerdrop=0.05, dropout_input=0.1,
+                 dropout_features=0.1, dropout=0.1, attention_dropout=0.1, feature_grad_mult=0.1,
+                 untie_final_proj=True, mask_prob=0.8),
+    "large": dict(extractor_mode="layer_norm", conv_bias=True, normalize=True, layer_norm_first=True,
+                  encoder_layers=24, encoder_embed_dim=1024, encoder_ffn_embed_dim=4096, encoder_attention_heads=16,
+                  final_dim=768, encoder_layerdrop=0.0, dropout_input=0.0, dropout_features=0.0, dropout=0.0,
+                  attention_dropout=0.0, feature_grad_mult=1.0, untie_final_proj=True, mask_prob=0.8),
+}
 
 
 @dataclass

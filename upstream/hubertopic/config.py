@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Literal
 
-from speechssl.nn.unit_prediction import UnitPredictionConfig
+from speechssl.nn.unit_prediction import HUBERT_SIZES, UnitPredictionConfig
 
 __all__ = ["HubertopicConfig", "tiny", "base", "PRESETS"]
 
@@ -73,47 +73,12 @@ class HubertopicConfig(UnitPredictionConfig):
 
 def tiny() -> HubertopicConfig:
     """HuBERT ``tiny`` (4 × 192, 64-channel conv encoder, ~2.0M parameters) plus an 8-topic head."""
-    return HubertopicConfig(
-        conv_feature_layers=((64, 10, 5),) + ((64, 3, 2),) * 4 + ((64, 2, 2),) * 2,
-        encoder_layers=4,
-        encoder_embed_dim=192,
-        encoder_ffn_embed_dim=768,
-        encoder_attention_heads=4,
-        conv_pos=32,
-        conv_pos_groups=8,
-        final_dim=64,
-        dropout=0.1,
-        attention_dropout=0.1,
-        dropout_input=0.1,
-        dropout_features=0.1,
-        feature_grad_mult=0.1,
-        mask_prob=0.5,  # as HuBERT tiny: 0.8 leaves too little context on minutes of audio
-        untie_final_proj=True,
-        num_topics=8,
-        topic_weight=0.5,
-    )
+    return HubertopicConfig(**HUBERT_SIZES["tiny"], num_topics=8, topic_weight=0.5)
 
 
 def base() -> HubertopicConfig:
     """HuBERT Base (12 × 768, fairseq ``hubert_base_librispeech.yaml``) plus a 32-topic head."""
-    return HubertopicConfig(
-        extractor_mode="default",
-        encoder_layers=12,
-        encoder_embed_dim=768,
-        encoder_ffn_embed_dim=3072,
-        encoder_attention_heads=12,
-        final_dim=256,
-        encoder_layerdrop=0.05,
-        dropout_input=0.1,
-        dropout_features=0.1,
-        dropout=0.1,
-        attention_dropout=0.1,
-        feature_grad_mult=0.1,
-        untie_final_proj=True,
-        mask_prob=0.8,
-        num_topics=32,
-        topic_weight=0.5,
-    )
+    return HubertopicConfig(**HUBERT_SIZES["base"], num_topics=32, topic_weight=0.5)
 
 
 PRESETS: dict[str, Callable[[], HubertopicConfig]] = {"tiny": tiny, "base": base}
