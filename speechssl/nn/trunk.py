@@ -32,7 +32,8 @@ from speechssl.nn.lengths import pad_waveforms, padding_mask
 from speechssl.nn.masking import MaskType, compute_mask_indices
 from speechssl.nn.transformer import TransformerEncoder
 
-__all__ = ["TrunkConfig", "Wav2Vec2Trunk", "TrunkFeatures", "normalize_waveform"]
+__all__ = ["TrunkConfig", "Wav2Vec2Trunk", "TrunkFeatures", "normalize_waveform", "conv_features",
+           "time_mask"]
 
 
 @dataclass
@@ -148,6 +149,52 @@ def normalize_waveform(x: torch.Tensor, lengths: torch.Tensor | None = None, eps
     return ((xf - mean) * torch.rsqrt(var + eps) * valid).to(x.dtype)
 
 
+def conv_features(extractor: ConvFeatureExtractor, config: TrunkConfig, source: torch.Tensor,
+                  lengths: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Waveforms → conv features with the config's ``normalize`` and ``feature_grad_mult`` applied.
+
+    Args:
+        extractor: the conv waveform encoder.
+        config: the trunk settings (``normalize``, ``feature_grad_mult``).
+        source: ``(B, S)`` 16 kHz samples; lengths: ``(B,)`` valid samples (None: no padding).
+
+    Returns:
+        features ``(B, T, C)`` and frame lengths ``(B,)``.
+    """
+    if config.normalize:
+        source = normalize_waveform(source, lengths)
+    mult = config.feature_grad_mult
+    if mult > 0:
+        features, frame_lengths = extractor(source, lengths)
+        return grad_multiply(features, mult), frame_lengths
+    with torch.no_grad():
+        return extractor(source, lengths)
+
+
+def time_mask(config: TrunkConfig, mask: bool | torch.Tensor, lengths: torch.Tensor, shape: tuple[int, int],
+              device: torch.device, generator: torch.Generator | None = None) -> torch.Tensor | None:
+    """The ``(B, T)`` bool frames to replace by ``mask_emb``, or None.
+
+    Args:
+        mask: False (none), True (sample with the config's masking settings) or a ``(B, T)`` bool
+            mask to use (padded frames are dropped from it).
+        lengths: ``(B,)`` valid frames; shape: ``(B, T)``; device: where the mask goes.
+        generator: CPU generator of a sampled mask (None: torch's global RNG).
+    """
+    B, T = shape
+    if isinstance(mask, torch.Tensor):
+        if tuple(mask.shape) != (B, T) or mask.dtype != torch.bool:
+            raise ValueError(f"mask must be a bool tensor of shape ({B}, {T}), got {mask.dtype} "
+                             f"{tuple(mask.shape)}")
+        return mask & ~padding_mask(lengths, T)
+    if not mask:
+        return None
+    c = config
+    return compute_mask_indices(shape, lengths, c.mask_prob, c.mask_length, mask_type=c.mask_selection,
+                                mask_other=c.mask_other, min_masks=c.mask_min_masks, no_overlap=c.no_mask_overlap,
+                                min_space=c.mask_min_space, generator=generator).to(device)
+
+
 @dataclass
 class TrunkFeatures:
     """What :meth:`Wav2Vec2Trunk.extract_features` returns.
@@ -229,25 +276,12 @@ class Wav2Vec2Trunk(nn.Module):
         Returns:
             features ``(B, T, C)`` and frame lengths ``(B,)``.
         """
-        if self.config.normalize:
-            source = normalize_waveform(source, lengths)
-        mult = self.config.feature_grad_mult
-        if mult > 0:
-            features, frame_lengths = self.feature_extractor(source, lengths)
-            features = grad_multiply(features, mult)
-        else:
-            with torch.no_grad():
-                features, frame_lengths = self.feature_extractor(source, lengths)
-        return features, frame_lengths
+        return conv_features(self.feature_extractor, self.config, source, lengths)
 
     def sample_mask(self, shape: tuple[int, int], lengths: torch.Tensor,
                     generator: torch.Generator | None = None) -> torch.Tensor:
         """Time mask ``(B, T)`` drawn with the config's masking settings (see :mod:`speechssl.nn.masking`)."""
-        c = self.config
-        return compute_mask_indices(shape, lengths, c.mask_prob, c.mask_length, mask_type=c.mask_selection,
-                                    mask_other=c.mask_other, min_masks=c.mask_min_masks,
-                                    no_overlap=c.no_mask_overlap, min_space=c.mask_min_space,
-                                    generator=generator)
+        return time_mask(self.config, True, lengths, shape, lengths.device, generator)
 
     def _channel_mask(self, B: int, D: int, device: torch.device,
                       generator: torch.Generator | None) -> torch.Tensor | None:
@@ -276,14 +310,8 @@ class Wav2Vec2Trunk(nn.Module):
         if self.post_extract_proj is not None:
             x = self.post_extract_proj(x)
         x = self.dropout_input(x)  # (B, T, D)
-        mask_indices: torch.Tensor | None = None
-        if isinstance(mask, torch.Tensor):
-            if tuple(mask.shape) != (B, T) or mask.dtype != torch.bool:
-                raise ValueError(f"mask must be a bool tensor of shape ({B}, {T}), got {mask.dtype} "
-                                 f"{tuple(mask.shape)}")
-            mask_indices = mask & ~padding_mask(lengths, T)
-        elif mask:
-            mask_indices = self.sample_mask((B, T), lengths, generator).to(x.device)
+        mask_indices = time_mask(self.config, mask, lengths, (B, T), x.device, generator)
+        if not isinstance(mask, torch.Tensor) and mask:  # sampled: the channel mask too, after the time mask
             channel = self._channel_mask(B, x.shape[-1], x.device, generator)
             if channel is not None:
                 x = x.masked_fill(channel.unsqueeze(1), 0.0)

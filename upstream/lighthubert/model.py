@@ -20,11 +20,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from speechssl.nn.conv_extractor import ConvFeatureExtractor
-from speechssl.nn.grad import grad_multiply
-from speechssl.nn.lengths import pad_waveforms, padding_mask
-from speechssl.nn.masking import compute_mask_indices
+from speechssl.nn.lengths import conv_out_lengths, pad_waveforms
 from speechssl.nn.supernet import Subnet, SupernetEncoder
-from speechssl.nn.trunk import normalize_waveform
+from speechssl.nn.trunk import conv_features, time_mask
 from speechssl.upstream.lighthubert.config import LightHubertConfig
 
 __all__ = ["LightHubertModel", "SupernetOutput"]
@@ -108,7 +106,7 @@ class LightHubertModel(nn.Module):
         frames, total = int(num_samples), 0
         c_in = 1
         for c_out, kernel, stride in self.config.conv_feature_layers:
-            frames = max(0, (frames - kernel) // stride + 1)
+            frames = conv_out_lengths(frames, kernel, stride)
             total += frames * c_out * c_in * kernel
             c_in = c_out
         total += frames * c_in * subnet.embed_dim  # post_extract_proj
@@ -117,14 +115,7 @@ class LightHubertModel(nn.Module):
     def forward_features(self, source: torch.Tensor, lengths: torch.Tensor | None = None
                          ) -> tuple[torch.Tensor, torch.Tensor]:
         """Waveforms ``(B, S)`` → conv features ``(B, T, C)`` and frame lengths ``(B,)``."""
-        if self.config.normalize:
-            source = normalize_waveform(source, lengths)
-        mult = self.config.feature_grad_mult
-        if mult > 0:
-            features, frame_lengths = self.feature_extractor(source, lengths)
-            return grad_multiply(features, mult), frame_lengths
-        with torch.no_grad():
-            return self.feature_extractor(source, lengths)
+        return conv_features(self.feature_extractor, self.config, source, lengths)
 
     def encode(self, features: torch.Tensor, lengths: torch.Tensor, subnet: Subnet | None = None, *,
                mask: bool | torch.Tensor = False, generator: torch.Generator | None = None) -> SupernetOutput:
@@ -140,17 +131,7 @@ class LightHubertModel(nn.Module):
         x = self.layer_norm(features)
         x = F.linear(x, self.post_extract_proj.weight[:E], self.post_extract_proj.bias[:E])
         x = self.dropout_input(x)  # (B, T, E)
-        mask_indices: torch.Tensor | None = None
-        if isinstance(mask, torch.Tensor):
-            if tuple(mask.shape) != (B, T) or mask.dtype != torch.bool:
-                raise ValueError(f"mask must be a bool tensor of shape ({B}, {T}), got {mask.dtype} {tuple(mask.shape)}")
-            mask_indices = mask & ~padding_mask(lengths, T)
-        elif mask:
-            c = self.config
-            mask_indices = compute_mask_indices((B, T), lengths, c.mask_prob, c.mask_length,
-                                                mask_type=c.mask_selection, mask_other=c.mask_other,
-                                                min_masks=c.mask_min_masks, no_overlap=c.no_mask_overlap,
-                                                min_space=c.mask_min_space, generator=generator).to(x.device)
+        mask_indices = time_mask(self.config, mask, lengths, (B, T), x.device, generator)
         if mask_indices is not None:
             x = torch.where(mask_indices.unsqueeze(-1), self.mask_emb[:E].to(x.dtype), x)
         hidden = self.encoder(x, subnet, lengths)
