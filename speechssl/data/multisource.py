@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Any, Callable, Iterator, Literal, Mapping, NamedTuple
+from typing import Any, Callable, Literal, Mapping, NamedTuple
 
 import numpy as np
-import torch
 
 from speechssl.data.base import SizedDataset
-from speechssl.data.sampler import bucketed_batches, check_oversize
+from speechssl.data.sampler import ShardedBatchSampler, bucketed_batches, check_oversize
 
 __all__ = ["Tagged", "MultiSourceDataset", "MultiSourceCollater", "MultiSourceBatchSampler", "interleave"]
 
@@ -220,7 +219,7 @@ def interleave(counts: list[int]) -> list[int]:
     return out
 
 
-class MultiSourceBatchSampler(torch.utils.data.Sampler):
+class MultiSourceBatchSampler(ShardedBatchSampler):
     """Batch sampler over a :class:`MultiSourceDataset`: one source per batch, sources by proportion.
 
     The interface of :class:`~speechssl.data.sampler.MaxTokensBatchSampler` (constructor
@@ -267,25 +266,9 @@ class MultiSourceBatchSampler(torch.utils.data.Sampler):
         if not isinstance(dataset, MultiSourceDataset):
             raise TypeError(f"MultiSourceBatchSampler takes a MultiSourceDataset, got {type(dataset).__name__}; "
                             "use MaxTokensBatchSampler for a single dataset")
-        if max_tokens <= 0:
-            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
-        if max_sentences is not None and max_sentences <= 0:
-            raise ValueError(f"max_sentences must be positive or None, got {max_sentences}")
-        if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"need 0 <= rank < num_replicas, got rank={rank}, num_replicas={num_replicas}")
-        if oversize not in ("error", "skip"):
-            raise ValueError(f"oversize must be 'error' or 'skip', got {oversize!r}")
+        self._set_arguments(max_tokens, max_sentences, shuffle, seed, num_replicas, rank, even_shards, oversize)
         self.dataset = dataset
         self.sizes = np.asarray(dataset.sizes, dtype=np.int64)
-        self.max_tokens = int(max_tokens)
-        self.max_sentences = max_sentences
-        self.shuffle = shuffle
-        self.seed = int(seed)
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.even_shards = even_shards
-        self.epoch = 1
-        self.start_batch = 0
         mt = {**dataset.max_tokens, **_checked("source_max_tokens", source_max_tokens, dataset.names, int)}
         ms = {**dataset.max_sentences, **_checked("source_max_sentences", source_max_sentences, dataset.names, int)}
         for what, table in (("source_max_tokens", mt), ("source_max_sentences", ms)):
@@ -303,13 +286,6 @@ class MultiSourceBatchSampler(torch.utils.data.Sampler):
         counts = {n: c for n, c in zip(dataset.names, self._source_counts(1))}
         _log.info("multi-source batches per epoch: %s (proportions %s, max_tokens %s)", counts,
                   dataset.proportions, self.source_max_tokens)
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Select the batches of ``epoch`` (1-based) and skip this rank's first ``start_batch``."""
-        if start_batch < 0:
-            raise ValueError(f"start_batch must be >= 0, got {start_batch}")
-        self.epoch = int(epoch)
-        self.start_batch = int(start_batch)
 
     def _source_batches(self, k: int, epoch: int) -> list[list[int]]:
         """Source ``k``'s batches of ``epoch`` (global indices), resampled by its proportion."""
@@ -363,10 +339,3 @@ class MultiSourceBatchSampler(torch.utils.data.Sampler):
     def sources(self, epoch: int | None = None) -> list[str]:
         """Source name of each of this rank's batches of ``epoch``."""
         return [self.dataset.source_of(b[0]) for b in self.batches(epoch)]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches()[self.start_batch:]
-
-    def __len__(self) -> int:
-        """Batches this rank gets in a full epoch (not reduced by ``start_batch``)."""
-        return len(self.batches())

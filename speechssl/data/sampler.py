@@ -14,7 +14,7 @@ from typing import Iterator, Literal, Sequence
 import numpy as np
 import torch
 
-__all__ = ["MaxTokensBatchSampler", "batch_by_size", "bucketed_batches", "check_oversize"]
+__all__ = ["MaxTokensBatchSampler", "ShardedBatchSampler", "batch_by_size", "bucketed_batches", "check_oversize"]
 
 _log = logging.getLogger(__name__)
 
@@ -92,7 +92,53 @@ def check_oversize(sizes: np.ndarray, max_tokens: int, oversize: str, source: st
     return keep
 
 
-class MaxTokensBatchSampler(torch.utils.data.Sampler):
+class ShardedBatchSampler(torch.utils.data.Sampler):
+    """What the max-tokens and multi-source batch samplers share: their batching and sharding
+    arguments (validated), the data position (:meth:`set_epoch`) and iteration.
+
+    Subclasses call :meth:`_set_arguments` in ``__init__`` and implement :meth:`batches`.
+    """
+
+    def _set_arguments(self, max_tokens: int, max_sentences: int | None, shuffle: bool, seed: int,
+                       num_replicas: int, rank: int, even_shards: bool, oversize: str) -> None:
+        if max_tokens <= 0:
+            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        if max_sentences is not None and max_sentences <= 0:
+            raise ValueError(f"max_sentences must be positive or None, got {max_sentences}")
+        if num_replicas < 1 or not 0 <= rank < num_replicas:
+            raise ValueError(f"need 0 <= rank < num_replicas, got rank={rank}, num_replicas={num_replicas}")
+        if oversize not in ("error", "skip"):
+            raise ValueError(f"oversize must be 'error' or 'skip', got {oversize!r}")
+        self.max_tokens = int(max_tokens)
+        self.max_sentences = max_sentences
+        self.shuffle = shuffle
+        self.seed = int(seed)
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.even_shards = even_shards
+        self.epoch = 1
+        self.start_batch = 0
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        """Select the batches of ``epoch`` (1-based) and skip this rank's first ``start_batch``."""
+        if start_batch < 0:
+            raise ValueError(f"start_batch must be >= 0, got {start_batch}")
+        self.epoch = int(epoch)
+        self.start_batch = int(start_batch)
+
+    def batches(self, epoch: int | None = None) -> list[list[int]]:
+        """This rank's batches of ``epoch`` (default: the current one), ignoring ``start_batch``."""
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[list[int]]:
+        yield from self.batches()[self.start_batch:]
+
+    def __len__(self) -> int:
+        """Batches this rank gets in a full epoch (not reduced by ``start_batch``)."""
+        return len(self.batches())
+
+
+class MaxTokensBatchSampler(ShardedBatchSampler):
     """Batch sampler over item sizes: length-bucketed, ``max_tokens``-bounded, sharded, resumable.
 
     Use it as ``DataLoader(dataset, batch_sampler=sampler, collate_fn=...)``; call
@@ -124,37 +170,13 @@ class MaxTokensBatchSampler(torch.utils.data.Sampler):
         self.sizes = np.asarray(sizes, dtype=np.int64)
         if self.sizes.ndim != 1:
             raise ValueError(f"sizes must be a 1-D sequence of ints, got shape {self.sizes.shape}")
-        if max_tokens <= 0:
-            raise ValueError(f"max_tokens must be positive, got {max_tokens}")
-        if max_sentences is not None and max_sentences <= 0:
-            raise ValueError(f"max_sentences must be positive or None, got {max_sentences}")
-        if num_replicas < 1 or not 0 <= rank < num_replicas:
-            raise ValueError(f"need 0 <= rank < num_replicas, got rank={rank}, num_replicas={num_replicas}")
-        if oversize not in ("error", "skip"):
-            raise ValueError(f"oversize must be 'error' or 'skip', got {oversize!r}")
-        self.max_tokens = int(max_tokens)
-        self.max_sentences = max_sentences
-        self.shuffle = shuffle
-        self.seed = int(seed)
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.even_shards = even_shards
-        self.epoch = 1
-        self.start_batch = 0
-
+        self._set_arguments(max_tokens, max_sentences, shuffle, seed, num_replicas, rank, even_shards, oversize)
         self._keep = check_oversize(self.sizes, self.max_tokens, oversize)
         self._cache: tuple[int, list[list[int]]] | None = None
         n = len(self._all_batches(1))
         if even_shards and n % num_replicas:
             _log.info("%d batches do not divide among %d ranks: repeating %d batch(es) so each rank gets %d",
                       n, num_replicas, num_replicas - n % num_replicas, -(-n // num_replicas))
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        """Select the batches of ``epoch`` (1-based) and skip this rank's first ``start_batch``."""
-        if start_batch < 0:
-            raise ValueError(f"start_batch must be >= 0, got {start_batch}")
-        self.epoch = int(epoch)
-        self.start_batch = int(start_batch)
 
     def _all_batches(self, epoch: int) -> list[list[int]]:
         """All batches of ``epoch`` before sharding (cached for the last epoch asked)."""
@@ -174,10 +196,3 @@ class MaxTokensBatchSampler(torch.utils.data.Sampler):
             missing = self.num_replicas - len(batches) % self.num_replicas
             batches = batches + [batches[i % len(batches)] for i in range(missing)]
         return batches[self.rank::self.num_replicas]
-
-    def __iter__(self) -> Iterator[list[int]]:
-        yield from self.batches()[self.start_batch:]
-
-    def __len__(self) -> int:
-        """Batches this rank gets in a full epoch (not reduced by ``start_batch``)."""
-        return len(self.batches())
