@@ -123,13 +123,15 @@ _GLOBAL_RE = re.compile(r"GLOBAL (\S+) ")
 
 
 def safe_torch_load(path: str | Path, *, allow: Iterable[str] = DEFAULT_ALLOWED,
-                    map_location: str | torch.device = "cpu") -> Any:
+                    map_location: str | torch.device = "cpu", mmap: bool = True) -> Any:
     """``torch.load(path, weights_only=True)`` with an explicit allow-list of extra globals.
 
     Args:
         path: a file written by ``torch.save`` (zip or legacy format).
         allow: dotted names from :data:`FAIRSEQ_ALLOWED` (or empty: tensors and plain containers only).
         map_location: where tensors land.
+        mmap: memory-map the tensors of a zip checkpoint (False: read them into memory, so
+            later changes to the file cannot reach them).
 
     Returns:
         The unpickled object (dicts, lists, tensors and the allowed types only).
@@ -141,26 +143,66 @@ def safe_torch_load(path: str | Path, *, allow: Iterable[str] = DEFAULT_ALLOWED,
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such checkpoint file")
+        raise FileNotFoundError(f"{path}: no such checkpoint file" if not path.exists() else
+                                f"{path}: not a file; expected a PyTorch checkpoint written by torch.save")
     allowed = _resolve(allow)
-    is_zip = zipfile.is_zipfile(path)
+    kind = _sniff(path)
+    is_zip = kind == "zip"
     with torch.serialization.safe_globals(allowed):
         if is_zip:
             # Static scan first: list every refused global at once, before any unpickling.
             try:
                 refused = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-            except (ValueError, RuntimeError, KeyError, zipfile.BadZipFile) as exc:
-                raise ValueError(f"{path}: not a PyTorch checkpoint written by torch.save ({exc})") from None
+            except Exception as exc:  # noqa: BLE001 - torch raises many types for damaged archives
+                raise ValueError(f"{path}: found a zip archive that torch.save did not write, or a damaged "
+                                 f"one ({_reason(exc)}); expected a PyTorch checkpoint") from None
             if refused:
                 raise UnsafeCheckpointError(path, sorted(refused))
         try:
             # mmap: a fairseq checkpoint is mostly optimizer state that is never touched
-            return torch.load(path, map_location=map_location, weights_only=True, mmap=is_zip)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=is_zip and mmap)
         except pickle.UnpicklingError as exc:
             match = _GLOBAL_RE.search(str(exc))
             if match:
                 raise UnsafeCheckpointError(path, [match.group(1)]) from None
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ValueError(f"{path}: refused or unreadable checkpoint: {first}") from None
-        except (RuntimeError, EOFError, OSError) as exc:
-            raise ValueError(f"{path}: not a readable PyTorch checkpoint ({exc})") from None
+            raise ValueError(f"{path}: refused: its pickle is damaged or uses what speechssl does not load "
+                             f"({_reason(exc)}); expected a PyTorch checkpoint of tensors and plain "
+                             "containers") from None
+        except Exception as exc:  # noqa: BLE001 - KeyError, EOFError, RuntimeError... from damaged files
+            raise ValueError(f"{path}: damaged or truncated PyTorch checkpoint ({_reason(exc)}); "
+                             "expected a complete file written by torch.save") from None
+
+
+# torch.save's legacy (non-zip) format starts with the pickled magic number 0x1950a86a20f9469cfc6c
+_LEGACY_MAGIC = bytes.fromhex("6cfc9c46f9206aa85019")
+
+
+def _sniff(path: Path) -> str:
+    """``"zip"`` or ``"legacy"`` for the two torch.save formats; anything else is refused here,
+    naming what the file looks like, before torch sees it."""
+    from speechssl.safe_io import describe_file
+
+    with open(path, "rb") as f:
+        head = f.read(256)
+    if head.startswith(b"PK\x03\x04"):
+        if zipfile.is_zipfile(path):
+            return "zip"
+        raise ValueError(f"{path}: truncated or damaged: found the start of a zip archive "
+                         f"({path.stat().st_size} bytes) without its directory; expected a complete "
+                         "PyTorch checkpoint written by torch.save")
+    if head[:1] == b"\x80" and _LEGACY_MAGIC in head[:32]:
+        return "legacy"
+    raise ValueError(f"{path}: not a PyTorch checkpoint: found {describe_file(path, head)}; expected a "
+                     "file written by torch.save (a zip archive or torch's legacy format)")
+
+
+def _reason(exc: BaseException) -> str:
+    """torch's error, reduced to one line without its advice to load with weights_only=False."""
+    text = str(exc)
+    marker = "WeightsUnpickler error:"
+    if marker in text:
+        text = text.split(marker, 1)[1].split("Check the documentation", 1)[0]
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and "weights_only" not in ln]
+    first = lines[0] if lines else ""
+    first = first.split(". This is an internal")[0].split(". If you are seeing")[0]
+    return f"{type(exc).__name__}: {first[:160]}" if first else type(exc).__name__

@@ -183,12 +183,15 @@ def load_checkpoint(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for corrupt/unsafe files
-        raise ValueError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
+    from speechssl.convert.safe_load import safe_torch_load
+
+    # one safe reader for every .pt: names what the file is (text, truncated zip, an unsafe
+    # global) in one line, never relaying torch's advice to load with weights_only=False
+    state = safe_torch_load(path, mmap=False)
     if not isinstance(state, dict) or "model" not in state:
-        raise ValueError(f"{path}: not a speechssl training checkpoint (no 'model' entry)")
+        found = f"a dict with keys {sorted(map(str, state))[:6]}" if isinstance(state, dict) else type(state).__name__
+        raise ValueError(f"{path}: not a speechssl training checkpoint: found {found}; expected a dict "
+                         "with a 'model' entry written by the Trainer")
     if verify:
         verify_digests(state, path)
     else:
