@@ -26,6 +26,7 @@ _VERBS: dict[str, tuple[str, str]] = {
     "pretrain": ("pretrain", "pretrain an upstream model with the shared Trainer"),
     "downstream": ("downstream", "SUPERB-style evaluation of frozen upstreams: train, evaluate, report"),
     "hub": ("hub", "save, inspect, list and convert model directories"),
+    "text": ("text", "unpaired text of a corpus and sentencepiece models (speech + text methods)"),
     "bench": ("bench", "run a benchmark from tools/bench and print its JSON line"),
 }
 
