@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
@@ -28,7 +29,8 @@ from speechssl.data.augment import randint
 from speechssl.data.manifest import FormatError
 from speechssl.nn.lengths import pad_list, padding_mask
 
-__all__ = ["read_lines", "load_sentencepiece", "train_sentencepiece", "TextDataset", "TextCollater"]
+__all__ = ["read_lines", "load_sentencepiece", "train_sentencepiece", "train_sentencepiece_lines", "TextDataset",
+           "TextCollater"]
 
 _log = logging.getLogger(__name__)
 
@@ -100,14 +102,38 @@ def train_sentencepiece(text: str | Path, model_path: str | Path, vocab_size: in
         ValueError: no non-blank line, or ``vocab_size`` more than the text supports (the
             message gives sentencepiece's limit).
     """
+    text = Path(text)
+    return train_sentencepiece_lines(read_lines(text), model_path, vocab_size, model_type=model_type,
+                                     character_coverage=character_coverage,
+                                     user_defined_symbols=user_defined_symbols, max_sentences=max_sentences,
+                                     source=str(text))
+
+
+_VOCAB_LIMIT = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+
+
+def train_sentencepiece_lines(lines: Iterable[str], model_path: str | Path, vocab_size: int, *,
+                              model_type: Literal["unigram", "bpe", "char", "word"] = "unigram",
+                              character_coverage: float = 1.0, user_defined_symbols: Iterable[str] = (),
+                              max_sentences: int = 0, source: str = "text") -> Path:
+    """:func:`train_sentencepiece` on sentences in memory (blank ones skipped); ``source`` names them in errors.
+
+    Raises:
+        ValueError: no non-blank sentence, a ``vocab_size`` not above the special and
+            user-defined pieces, one above what the text supports (the message gives the
+            limit), or another sentencepiece failure (its message).
+    """
     import sentencepiece as spm
 
-    text = Path(text)
-    lines = [ln for ln in read_lines(text) if ln.strip()]
+    lines = [ln for ln in lines if ln.strip()]
     if max_sentences:
         lines = lines[:max_sentences]
     if not lines:
-        raise ValueError(f"{text}: no non-blank line to train a sentencepiece model on")
+        raise ValueError(f"{source}: no non-blank line to train a sentencepiece model on")
+    specials = 4 + len(list(user_defined_symbols))
+    if int(vocab_size) <= specials:
+        raise ValueError(f"{source}: vocab_size must exceed the {specials} special and user-defined pieces, "
+                         f"got {vocab_size}")
     buf = io.BytesIO()
     try:
         spm.SentencePieceTrainer.train(
@@ -115,9 +141,14 @@ def train_sentencepiece(text: str | Path, model_path: str | Path, vocab_size: in
             character_coverage=character_coverage, user_defined_symbols=list(user_defined_symbols),
             unk_id=0, bos_id=1, eos_id=2, pad_id=3, num_threads=1, minloglevel=2)
     except RuntimeError as exc:
-        raise ValueError(f"{text}: sentencepiece training failed with vocab_size={vocab_size}: {exc}") from None
+        limit = _VOCAB_LIMIT.search(str(exc))
+        if limit:
+            raise ValueError(f"{source}: sentencepiece training failed with vocab_size={vocab_size}: more than "
+                             f"this text supports (at most {limit.group(2)} {model_type} pieces from "
+                             f"{len(lines)} lines); lower vocab_size or give more text") from None
+        raise ValueError(f"{source}: sentencepiece training failed with vocab_size={vocab_size}: {exc}") from None
     atomic_write_bytes(model_path, buf.getvalue())
-    _log.info("%s: trained a %s sentencepiece model with %d pieces on %d lines -> %s", text, model_type,
+    _log.info("%s: trained a %s sentencepiece model with %d pieces on %d lines -> %s", source, model_type,
               vocab_size, len(lines), model_path)
     return Path(model_path)
 
