@@ -125,10 +125,17 @@ def _route(overrides: list[str]) -> dict[str, list[str]]:
 
 
 def _load_tree(path: Path) -> dict[str, Any]:
-    try:
-        tree = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read the config: {exc}") from None
+    from speechssl.safe_io import BadFileError, load_yaml
+
+    try:  # duplicate keys and syntax errors name file and line
+        tree = load_yaml(path) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: cannot read the config: no such file") from None
+    except BadFileError as exc:
+        raise ConfigError(str(exc)) from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping with run, task, trainer sections, got "
+                          f"{type(tree).__name__} {str(tree)[:40]!r}")
     unknown = set(tree) - {"run", "task", "trainer"}
     if unknown:
         raise ConfigError(f"{path}: unknown top-level section(s) {sorted(unknown)}; expected run, task, trainer")
@@ -394,7 +401,9 @@ def read_result(expdir: str | Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: the experiment has not been evaluated "
                                 "(run -m train or -m evaluate)")
-    return json.loads(path.read_text())
+    from speechssl.safe_io import load_json
+
+    return load_json(path, "a downstream result.json")
 
 
 def checkpoint_for(expdir: Path, ckpt: Path | None) -> Path:

@@ -21,6 +21,8 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from speechssl.atomic import atomic_write_text
+from speechssl.safe_io import BadFileError, loads_yaml
+from speechssl.safe_io import load_yaml as load_yaml_file
 
 __all__ = ["ConfigError", "from_dict", "to_dict", "apply_overrides", "load_yaml", "save_yaml", "merge"]
 
@@ -176,8 +178,10 @@ def _parse_override(text: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"override {text!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
+        value = loads_yaml(raw, f"override {text!r}", lines=False) if raw.strip() else ""
+    except BadFileError as exc:
+        if "duplicate key" in str(exc):  # `a={x: 1, x: 2}`: refused, never last-wins
+            raise ConfigError(str(exc)) from None
         value = raw
     return key.split("."), value
 
@@ -213,13 +217,16 @@ def load_yaml(cls: type[T], path: str | Path, *, base: T | None = None) -> T:
     """Read a YAML file into ``cls`` (over ``base`` when given). Errors name the file."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+        data = load_yaml_file(path)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: cannot read config: no such file") from None
+    except BadFileError as exc:  # syntax errors and duplicate keys, naming file and line
+        raise ConfigError(str(exc)) from None
+    if data is None:
+        data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__} "
+                          f"{str(data)[:40]!r}")
     try:
         return from_dict(cls, data, base=base)
     except ConfigError as exc:

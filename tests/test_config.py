@@ -111,7 +111,7 @@ def test_load_yaml_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"missing\.yaml: cannot read config"):
         load_yaml(Outer, tmp_path / "missing.yaml")
     (tmp_path / "bad.yaml").write_text("layers: [1\n")
-    with pytest.raises(ConfigError, match=r"bad\.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad\.yaml:2:1: not valid YAML"):
         load_yaml(Outer, tmp_path / "bad.yaml")
     (tmp_path / "list.yaml").write_text("- 1\n")
     with pytest.raises(ConfigError, match=r"list\.yaml: expected a mapping at the top level, got list"):
