@@ -75,7 +75,7 @@ setup(
         ],
         "speechssl.downstream": [
             f"{task} = speechssl.downstream.{task}:TASK"
-            for task in ("ks", "sid", "asv", "ic", "sf", "pr", "asr", "qbe", "sd", "er", "image_probe")
+            for task in ("ks", "sid", "asv", "ic", "sf", "pr", "asr", "qbe", "sd", "er", "image_probe", "image_seg")
         ],
     },
 )

@@ -25,7 +25,7 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Iterable, Literal, Sequence
 
 import numpy as np
 import torch
@@ -125,16 +125,22 @@ class FeatureCache:
 
     def get(self, upstream: LoadedUpstream, split: str, manifest: Manifest,
             layers: Sequence[int] | None = None,
-            load_audio: Callable[[int], torch.Tensor] | None = None) -> CachedSplit:
+            load_audio: Callable[[int], torch.Tensor] | None = None,
+            compute: Callable[[list[int]], Iterable[tuple[list[int], list[torch.Tensor], torch.Tensor]]] | None = None
+            ) -> CachedSplit:
         """The cached features of ``split``, computing them first if needed.
 
         Args:
             upstream: the frozen upstream.
             split: split name (only for the directory name and logs).
-            manifest: the split's audio.
+            manifest: the split's audio (or images: its rows and sizes key the cache).
             layers: upstream hidden-state indices to keep; None = all.
             load_audio: ``i -> (S,) float32`` waveform of manifest row ``i``; default reads
                 the manifest's file with :func:`speechssl.audio.load`.
+            compute: for non-audio upstreams, ``layers -> iterable of (rows, states, lengths)``
+                as :func:`compute_hidden_states` yields (e.g.
+                :func:`speechssl.downstream.image_features.image_hidden_states`); None: that
+                function over the audio.
         """
         layers = _normalise_layers(layers, upstream.num_layers)
         for candidate in ([layers, None] if layers is not None else [None]):
@@ -143,7 +149,7 @@ class FeatureCache:
                 _log.info("feature cache hit: %s", directory)
                 return CachedSplit(directory, layers)
         directory = self.directory(upstream, split, manifest, layers)
-        self._build(upstream, split, manifest, layers, directory, load_audio)
+        self._build(upstream, split, manifest, layers, directory, load_audio, compute)
         return CachedSplit(directory, layers)
 
     # --- internals ---
@@ -162,7 +168,7 @@ class FeatureCache:
 
     def _build(self, upstream: LoadedUpstream, split: str, manifest: Manifest,
                layers: list[int] | None, directory: Path,
-               load_audio: Callable[[int], torch.Tensor] | None) -> None:
+               load_audio: Callable[[int], torch.Tensor] | None, compute: Callable | None = None) -> None:
         keep = list(range(upstream.num_layers)) if layers is None else layers
         # beside its target, named after this process: a killed build's staging dir is removed by
         # the next build of the same cache; mkdir's mode under the umask, not mkdtemp's 0700
@@ -178,9 +184,9 @@ class FeatureCache:
             written = 0
             bar = progress_bar(total=len(manifest), desc=f"caching {split} ({upstream.name})", unit="utt",
                                disable=None, leave=False)
-            for rows, states, lengths in compute_hidden_states(
-                    upstream, manifest, keep, max_samples=self.max_samples, device=self.device,
-                    load_audio=load_audio):
+            batches = compute(keep) if compute is not None else compute_hidden_states(
+                upstream, manifest, keep, max_samples=self.max_samples, device=self.device, load_audio=load_audio)
+            for rows, states, lengths in batches:
                 for b, i in enumerate(rows):
                     n = int(lengths[b])
                     index[i] = (written, n)
