@@ -59,6 +59,10 @@ setup(
             "pyannote.metrics>=4,<5",  # DER oracle (tests/downstream/test_metrics_oracles.py)
             "filelock>=3.12,<5",
         ],
+        # tools/bench baselines: faiss-cpu's k-means beside sklearn's (tools/bench/kmeans.py)
+        "bench": [
+            "faiss-cpu>=1.7.4,<2",
+        ],
     },
     entry_points={
         "console_scripts": ["speechssl = speechssl.cli:main"],
