@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
 import soundfile
@@ -23,9 +23,13 @@ from speechssl.atomic import atomic_open
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["AudioError", "AudioInfo", "info", "load", "load_numpy", "save", "resample"]
+__all__ = ["AudioError", "AudioInfo", "info", "load", "load_numpy", "save", "resample", "readable_suffixes",
+           "parse_suffixes"]
 
 _FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG"}
+# common audio suffixes and the libsndfile format (and subtype, for OGG's codecs) that reads them
+_READERS = ((".wav", "WAV", None), (".flac", "FLAC", None), (".ogg", "OGG", "VORBIS"), (".opus", "OGG", "OPUS"),
+            (".mp3", "MP3", None), (".aiff", "AIFF", None), (".aif", "AIFF", None))
 # libsndfile's log line for a WAV whose data chunk is shorter than its header claims.
 _WAV_SIZE_MISMATCH = re.compile(r"^data\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
 _WAV_UNKNOWN_SIZES = (0, 0xFFFFFFFF, 0x7FFFFFFF)  # streaming writers leave these in the header
@@ -61,6 +65,30 @@ class AudioInfo:
         return self.num_samples / self.sample_rate
 
 
+def readable_suffixes() -> tuple[str, ...]:
+    """The common audio file suffixes this machine's libsndfile can decode, in a fixed order.
+
+    ``(".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif")`` minus those whose format
+    (MP3 needs libsndfile >= 1.1) or codec is missing.
+    """
+    formats = soundfile.available_formats()
+    out = []
+    for suffix, fmt, subtype in _READERS:
+        if fmt in formats and (subtype is None or subtype in soundfile.available_subtypes(fmt)):
+            out.append(suffix)
+    return tuple(out)
+
+
+def parse_suffixes(ext: str | Sequence[str]) -> tuple[str, ...]:
+    """File suffixes from ``--ext``: ``"flac"``, ``".wav,.flac"`` or ``["wav", "MP3"]`` ->
+    ``(".flac",)``, ``(".wav", ".flac")``, ``(".wav", ".mp3")`` (lower case, dotted, no repeats)."""
+    items = ext.split(",") if isinstance(ext, str) else list(ext)
+    out = tuple(dict.fromkeys("." + e.strip().lstrip(".").lower() for e in items if e.strip().lstrip(".")))
+    if not out:
+        raise ValueError(f"no file extension given (--ext {ext!r}); expected e.g. --ext wav,flac")
+    return out
+
+
 def info(path: str | Path) -> AudioInfo:
     """Read an audio file's header.
 
@@ -75,7 +103,7 @@ def info(path: str | Path) -> AudioInfo:
         i = soundfile.info(str(path))
     except (soundfile.LibsndfileError, RuntimeError) as exc:
         raise AudioError(f"{path}: not a readable audio file ({exc}); "
-                         "expected WAV, FLAC or OGG that libsndfile can decode") from None
+                         f"expected {', '.join(readable_suffixes())} that libsndfile can decode") from None
     if i.format == "WAV" or i.format == "WAVEX":
         m = _WAV_SIZE_MISMATCH.search(i.extra_info or "")
         if m and int(m.group(1)) not in _WAV_UNKNOWN_SIZES and int(m.group(1)) > int(m.group(2)):
@@ -112,15 +140,14 @@ def load_numpy(path: str | Path, sample_rate: int = 16000, resample: bool = Fals
         raise AudioError(f"{path}: empty audio file (0 samples); remove it from the manifest or re-create it")
     if meta.num_channels > 1 and mono == "error":
         raise AudioError(
-            f"{path}: has {meta.num_channels} channels, expected mono; pass mono='mean' to average "
-            "them (or mono='first'), or convert the file to one channel")
+            f"{path}: has {meta.num_channels} channels, expected mono; convert the folder once with "
+            "`speechssl audio prepare SRC DST --mono mean` (or --mono left / --mono right)")
     if mono not in ("error", "mean", "first"):
         raise ValueError(f"mono must be 'error', 'mean' or 'first', got {mono!r}")
     if meta.sample_rate != sample_rate and not resample:
         raise AudioError(
-            f"{path}: sample rate is {meta.sample_rate} Hz, expected {sample_rate} Hz; pass "
-            f"resample=True to convert on load, or convert the file once (e.g. "
-            f"`sox in.wav -r {sample_rate} out.wav`)")
+            f"{path}: sample rate is {meta.sample_rate} Hz, expected {sample_rate} Hz; convert the folder "
+            f"once with `speechssl audio prepare SRC DST --sample-rate {sample_rate}` (soxr, mono)")
     try:
         data, _ = soundfile.read(str(path), dtype="float32", always_2d=True)
     except (soundfile.LibsndfileError, RuntimeError) as exc:

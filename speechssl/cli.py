@@ -15,18 +15,26 @@ from typing import Sequence
 from speechssl.log import setup_logging
 from speechssl.version import __version__
 
-# verb -> (module under speechssl.commands, one-line help)
+# verb -> (module under speechssl.commands, one-line help); a verb's sub-verbs are named in its help
+# in `backquotes`, all of them and nothing else (tests/commands/test_help.py checks both ways)
 _VERBS: dict[str, tuple[str, str]] = {
-    "corpus": ("corpus", "synthesize the embedded espeak-ng corpus, or import a real one (LibriSpeech layout)"),
-    "manifest": ("manifest", "write <split>.tsv manifests for a directory of audio files"),
-    "features": ("features", "compute and dump fbank/MFCC features for a manifest split"),
-    "kmeans": ("kmeans", "fit a k-means model on dumped features"),
+    "corpus": ("corpus", "`synth` the embedded espeak-ng corpus, render the `images` corpus, or index a real one "
+                         "(`import-librispeech`, `import-speech-commands`)"),
+    "audio": ("audio", "`prepare`: convert a folder of audio (any rate, channels, bit depth) to 16 kHz mono "
+                       "files + manifests"),
+    "manifest": ("manifest", "write train.tsv/valid.tsv manifests for a folder of 16 kHz mono audio files"),
+    "features": ("features", "`dump` fbank/MFCC/spectrogram features or a model's hidden layer for a manifest "
+                             "split; CMVN `stats`"),
+    "kmeans": ("kmeans", "`fit` a k-means model on dumped features; `info` on a fitted one"),
     "dump-labels": ("dump_labels", "assign k-means units to every frame: <split>.km + dict.km.txt"),
-    "cluster": ("cluster", "label quality metrics (purity, PNMI) and LDA topics over units"),
+    "cluster": ("cluster", "label quality `metrics` (purity, PNMI), `lda` topics over units and their "
+                           "`topic-metrics`"),
     "pretrain": ("pretrain", "pretrain an upstream model with the shared Trainer"),
-    "downstream": ("downstream", "SUPERB-style evaluation of frozen upstreams: train, evaluate, report"),
-    "hub": ("hub", "save, inspect, list and convert model directories"),
-    "text": ("text", "unpaired text of a corpus and sentencepiece models (speech + text methods)"),
+    "downstream": ("downstream", "SUPERB-style training and evaluation of frozen upstreams; `report`, `tasks`"),
+    "hub": ("hub", "model directories and the local zoo: `list`, `info`, `export`, `convert`"),
+    "text": ("text", "`unpaired` text of a corpus and `spm-train` sentencepiece models (speech + text methods)"),
+    "speecht5": ("speecht5", "fine-tune SpeechT5 through its decoder: `asr` (speech -> text, WER/CER), "
+                             "`tts` (text -> log-mel)"),
     "bench": ("bench", "run a benchmark from tools/bench and print its JSON line"),
 }
 

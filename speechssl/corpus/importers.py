@@ -4,8 +4,9 @@
   ``*.<ext>`` under a folder, sent to ``valid.tsv`` with probability ``valid_percent`` (a
   fraction) by ``random.Random(seed)``, else to ``train.tsv``; root line = the folder's real path;
   sizes from the file headers. Unlike fairseq, files are visited in sorted order (so the split
-  does not depend on the file system) and a file that is not at the expected sample rate is an
-  error.
+  does not depend on the file system), several suffixes can be indexed at once (default: every
+  common one libsndfile reads), and a file that is not mono at the expected sample rate is an
+  error that names ``speechssl audio prepare``.
 - :func:`import_librispeech`: ``<subset>/<spk>/<chapter>/<spk>-<chapter>-<utt>.flac`` with
   ``<spk>-<chapter>.trans.txt`` -> ``<split>.tsv`` + ``.wrd``/``.ltr``/``.spk`` + dictionaries.
 - :func:`import_speech_commands`: ``<word>/<file>.wav`` + ``validation_list.txt`` /
@@ -24,7 +25,7 @@ from typing import Sequence
 import numpy as np
 
 from speechssl.audio import info as audio_info
-from speechssl.audio import load_numpy, save
+from speechssl.audio import load_numpy, parse_suffixes, readable_suffixes, save
 from speechssl.corpus.labels import class_dict, letters_of
 from speechssl.data.manifest import FormatError, build_dict, write_dict, write_labels, write_manifest
 from speechssl.log import progress_bar
@@ -37,29 +38,39 @@ SPEECH_COMMANDS_KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "o
 _UNKNOWN, _SILENCE = "_unknown_", "_silence_"
 
 
-def _frames(path: Path, sample_rate: int) -> int:
+def _frames(path: Path, sample_rate: int, rate_flag: str = "") -> int:
+    """Samples of a mono file at ``sample_rate``; the refusals name the command that fixes them
+    (``rate_flag``: the calling verb's own option for another rate, if it has one)."""
     meta = audio_info(path)
     if meta.sample_rate != sample_rate:
-        raise ValueError(f"{path}: sample rate is {meta.sample_rate} Hz, expected {sample_rate} Hz; "
-                         f"resample the corpus first (e.g. `sox in.flac -r {sample_rate} out.flac`)")
+        raise ValueError(f"{path}: sample rate is {meta.sample_rate} Hz, expected {sample_rate} Hz; convert the "
+                         f"folder with `speechssl audio prepare SRC DST --sample-rate {sample_rate}` and index DST"
+                         + (f" (or pass {rate_flag} {meta.sample_rate} to index the files as they are)"
+                            if rate_flag else ""))
+    if meta.num_channels != 1:
+        raise ValueError(f"{path}: has {meta.num_channels} channels, expected mono; convert the folder with "
+                         "`speechssl audio prepare SRC DST --mono mean` (or --mono left / --mono right) "
+                         "and index DST")
     if meta.num_samples <= 0:
         raise ValueError(f"{path}: empty audio file (0 samples); remove it from the corpus")
     return meta.num_samples
 
 
-def make_manifest(root: str | Path, dest: str | Path, *, ext: str = "flac", valid_percent: float = 0.01,
-                  seed: int = 42, path_must_contain: str | None = None, sample_rate: int = 16000,
-                  progress: bool = True) -> dict[str, int]:
+def make_manifest(root: str | Path, dest: str | Path, *, ext: str | Sequence[str] | None = None,
+                  valid_percent: float = 0.01, seed: int = 42, path_must_contain: str | None = None,
+                  sample_rate: int = 16000, progress: bool = True) -> dict[str, int]:
     """Write ``dest/train.tsv`` (and ``dest/valid.tsv`` if ``valid_percent > 0``).
 
     Args:
         root: folder searched recursively for ``*.<ext>``.
         dest: output folder.
-        ext: file extension, without the dot.
+        ext: file extension(s), with or without the dot, as a sequence or comma-separated
+            (``"flac"``, ``"wav,flac"``; matched case-insensitively); default: every common
+            audio suffix libsndfile reads here (:func:`speechssl.audio.readable_suffixes`).
         valid_percent: fraction (0..1) of files sent to valid, at random.
         seed: seed of that draw.
         path_must_contain: keep only files whose real path contains this substring.
-        sample_rate: every file must have this rate.
+        sample_rate: every file must have this rate (and one channel).
 
     Returns:
         rows written per split.
@@ -69,19 +80,21 @@ def make_manifest(root: str | Path, dest: str | Path, *, ext: str = "flac", vali
     dir_path = os.path.realpath(root)
     if not os.path.isdir(dir_path):
         raise FileNotFoundError(f"manifest root is not a directory: {root}")
-    files = sorted(Path(dir_path).rglob(f"*.{ext.lstrip('.')}"))
+    suffixes = parse_suffixes(readable_suffixes() if ext is None else ext)
+    files = sorted(p for p in Path(dir_path).rglob("*") if p.suffix.lower() in suffixes and p.is_file())
     rand = random.Random(seed)
     rows: dict[str, list[tuple[str, int]]] = {"train": [], "valid": []}
     for fname in progress_bar(files, desc="indexing", unit="file", disable=not progress):
         file_path = os.path.realpath(fname)
         if path_must_contain and path_must_contain not in file_path:
             continue
-        frames = _frames(Path(file_path), sample_rate)
+        frames = _frames(Path(file_path), sample_rate, rate_flag="--sample-rate")
         split = "train" if rand.random() > valid_percent else "valid"
         rows[split].append((os.path.relpath(file_path, dir_path), frames))
     if not rows["train"] and not rows["valid"]:
         extra = f" containing {path_must_contain!r}" if path_must_contain else ""
-        raise FileNotFoundError(f"no *.{ext} files{extra} under {dir_path}")
+        raise FileNotFoundError(f"no {', '.join('*' + x for x in suffixes)} files{extra} under {dir_path} "
+                                "(--ext picks the suffixes)")
     dest = Path(dest)
     write_manifest(dest / "train.tsv", dir_path, rows["train"])
     if valid_percent > 0:
