@@ -41,7 +41,8 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["selective_scan_native", "native_available", "native_unavailable_reason"]
+__all__ = ["selective_scan_native", "native_available", "native_unavailable_reason", "native_operands",
+           "native_scan_forward", "native_scan_backward"]
 
 logger = logging.getLogger(__name__)
 
@@ -224,21 +225,70 @@ def _launch(u, delta, z, A, Bt, Ct, D, delta_bias, softplus: bool, lanes: int,
     return args, _split(lib.ssc_units(ctypes.byref(args)), threads), span
 
 
+def native_scan_forward(u: torch.Tensor, delta: torch.Tensor, z: torch.Tensor | None, A: torch.Tensor,
+                        Bt: torch.Tensor, Ct: torch.Tensor, D: torch.Tensor | None, delta_bias: torch.Tensor | None,
+                        softplus: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """The kernel's forward pass on operands from :func:`native_operands` (no autograd).
+
+    Returns ``out`` ``(B, D, L)`` (a view of time-major ``(B, L, D)`` memory) and the last state
+    ``(B, D, N)``.
+    """
+    lib = _library()[0]
+    bsz, dim, length = u.shape
+    # new_empty, not zeros: a parallel torch fill right before the kernel leaves torch's
+    # OpenMP workers spinning on the cores the kernel's threads need.
+    out = u.new_empty(bsz, length, dim).transpose(1, 2)
+    last = u.new_empty(bsz, dim, A.shape[1])
+    args, ranges, _ = _launch(u, delta, z, A, Bt, Ct, D, delta_bias, softplus, lib.ssc_lanes(), out=out, last=last)
+    fn = lib.ssc_forward_f64 if u.dtype == torch.float64 else lib.ssc_forward_f32
+    _run([functools.partial(fn, ctypes.byref(args), j0, j1) for j0, j1 in ranges])
+    return out, last
+
+
+def native_scan_backward(u: torch.Tensor, delta: torch.Tensor, z: torch.Tensor | None, A: torch.Tensor,
+                         Bt: torch.Tensor, Ct: torch.Tensor, D: torch.Tensor | None,
+                         delta_bias: torch.Tensor | None, softplus: bool, gout: torch.Tensor
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor,
+                                    torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of ``sum(out * gout)`` for the operands of :func:`native_scan_forward`.
+
+    The kernel recomputes the states from the operands, so no forward activations are needed:
+    callers that can recompute the operands cheaply keep nothing of the scan between passes.
+
+    Returns ``(du, ddelta, dz, dA, dBt, dCt, dD, dbias)`` (``None`` for absent optional operands).
+    """
+    lib = _library()[0]
+    bsz, dim, length = u.shape
+    N = A.shape[1]
+    gout = gout.to(u.dtype)
+    du, ddelta = torch.empty_like(u), torch.empty_like(delta)
+    dz = torch.empty_like(z) if z is not None else None
+    lanes = lib.ssc_lanes()
+    args, ranges, span = _launch(u, delta, z, A, Bt, Ct, D, delta_bias, softplus, lanes,
+                                 dout=gout, du=du, ddelta=ddelta, dz=dz)
+    fn = lib.ssc_backward_f64 if u.dtype == torch.float64 else lib.ssc_backward_f32
+    bufs, calls = [], []
+    for j0, j1 in ranges:
+        # the kernel zeroes the accumulators (a torch fill here would leave OpenMP workers spinning)
+        b = {"dA": u.new_empty(dim, N), "dD": u.new_empty(dim), "dbias": u.new_empty(dim),
+             "dB": u.new_empty(Bt.shape[:3] + (length,)), "dC": u.new_empty(Ct.shape[:3] + (length,)),
+             "hist": u.new_empty(span, length, N, lanes),
+             "dth": u.new_empty(span, length, lanes), "xh": u.new_empty(span, length, lanes)}
+        bufs.append(b)
+        work = _Work(**{k: v.data_ptr() for k, v in b.items()})
+        calls.append(functools.partial(fn, ctypes.byref(args), j0, j1, ctypes.byref(work)))
+    _run(calls)
+    total = {k: sum(b[k] for b in bufs) for k in ("dA", "dD", "dbias", "dB", "dC")}
+    return (du, ddelta, dz, total["dA"], total["dB"], total["dC"],
+            total["dD"] if D is not None else None, total["dbias"] if delta_bias is not None else None)
+
+
 class _NativeScan(torch.autograd.Function):
     """Forward and backward of the whole scan in the C++ kernel (inputs already in the compute dtype)."""
 
     @staticmethod
     def forward(ctx, u, delta, z, A, Bt, Ct, D, delta_bias, softplus: bool):  # Bt, Ct: (B, G, N, L)  # type: ignore[override]
-        lib = _library()[0]
-        bsz, dim, length = u.shape
-        # new_empty, not zeros: a parallel torch fill right before the kernel leaves torch's
-        # OpenMP workers spinning on the cores the kernel's threads need.
-        out = u.new_empty(bsz, length, dim).transpose(1, 2)      # (B, D, L) view of time-major memory
-        last = u.new_empty(bsz, dim, A.shape[1])
-        args, ranges, _ = _launch(u, delta, z, A, Bt, Ct, D, delta_bias, softplus, lib.ssc_lanes(),
-                                  out=out, last=last)
-        fn = lib.ssc_forward_f64 if u.dtype == torch.float64 else lib.ssc_forward_f32
-        _run([functools.partial(fn, ctypes.byref(args), j0, j1) for j0, j1 in ranges])
+        out, last = native_scan_forward(u, delta, z, A, Bt, Ct, D, delta_bias, softplus)
         ctx.softplus = softplus
         ctx.save_for_backward(u, delta, z, A, Bt, Ct, D, delta_bias)
         ctx.mark_non_differentiable(last)
@@ -247,34 +297,25 @@ class _NativeScan(torch.autograd.Function):
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, gout, _glast):  # type: ignore[override]
-        lib = _library()[0]
-        u, delta, z, A, Bt, Ct, D, delta_bias = ctx.saved_tensors
-        bsz, dim, length = u.shape
-        N = A.shape[1]
-        gout = gout.to(u.dtype)
-        du, ddelta = torch.empty_like(u), torch.empty_like(delta)
-        dz = torch.empty_like(z) if z is not None else None
-        lanes = lib.ssc_lanes()
-        args, ranges, span = _launch(u, delta, z, A, Bt, Ct, D, delta_bias, ctx.softplus, lanes,
-                                     dout=gout, du=du, ddelta=ddelta, dz=dz)
-        fn = lib.ssc_backward_f64 if u.dtype == torch.float64 else lib.ssc_backward_f32
-        bufs, calls = [], []
-        for j0, j1 in ranges:
-            # the kernel zeroes the accumulators (a torch fill here would leave OpenMP workers spinning)
-            b = {"dA": u.new_empty(dim, N), "dD": u.new_empty(dim), "dbias": u.new_empty(dim),
-                 "dB": u.new_empty(Bt.shape[:3] + (length,)), "dC": u.new_empty(Ct.shape[:3] + (length,)),
-                 "hist": u.new_empty(span, length, N, lanes),
-                 "dth": u.new_empty(span, length, lanes), "xh": u.new_empty(span, length, lanes)}
-            bufs.append(b)
-            work = _Work(**{k: v.data_ptr() for k, v in b.items()})
-            calls.append(functools.partial(fn, ctypes.byref(args), j0, j1, ctypes.byref(work)))
-        _run(calls)
-        total = {k: sum(b[k] for b in bufs) for k in ("dA", "dD", "dbias", "dB", "dC")}
-        need = ctx.needs_input_grad
-        return (du if need[0] else None, ddelta if need[1] else None, dz if need[2] else None,
-                total["dA"] if need[3] else None, total["dB"] if need[4] else None,
-                total["dC"] if need[5] else None, total["dD"] if D is not None and need[6] else None,
-                total["dbias"] if delta_bias is not None and need[7] else None, None)
+        grads = native_scan_backward(*ctx.saved_tensors, ctx.softplus, gout)
+        return tuple(g if need else None for g, need in zip(grads, ctx.needs_input_grad)) + (None,)
+
+
+def native_operands(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
+                    D: torch.Tensor | None, z: torch.Tensor | None, delta_bias: torch.Tensor | None
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor,
+                               torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """The kernel's operands ``(u, delta, z, A, Bt, Ct, D, delta_bias)`` in its compute dtype.
+
+    float32 (float64 for float64 ``u``); ``B``/``C`` of shape ``(B, N, L)`` become ``(B, 1, N, L)``
+    views. The conversions are autograd ops, so gradients reach the caller's tensors.
+    """
+    cdt = torch.float64 if u.dtype == torch.float64 else torch.float32
+    B4 = (B.unsqueeze(1) if B.dim() == 3 else B).to(cdt)
+    C4 = (C.unsqueeze(1) if C.dim() == 3 else C).to(cdt)
+    return (u.to(cdt), delta.to(cdt), None if z is None else z.to(cdt), A.to(cdt).contiguous(), B4, C4,
+            None if D is None else D.to(cdt).contiguous(),
+            None if delta_bias is None else delta_bias.to(cdt).contiguous())
 
 
 def selective_scan_native(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
@@ -294,13 +335,7 @@ def selective_scan_native(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor,
     if reason is not None:
         raise RuntimeError(f"selective_scan(impl='native'): {reason}")
     dtype_in = u.dtype
-    cdt = torch.float64 if u.dtype == torch.float64 else torch.float32
     # (B, N, L) enters as a (B, 1, N, L) view, an autograd op: its gradient comes back as (B, N, L).
-    B4 = (B.unsqueeze(1) if B.dim() == 3 else B).to(cdt)
-    C4 = (C.unsqueeze(1) if C.dim() == 3 else C).to(cdt)
-    out, last = _NativeScan.apply(
-        u.to(cdt), delta.to(cdt), None if z is None else z.to(cdt), A.to(cdt).contiguous(),
-        B4, C4, None if D is None else D.to(cdt).contiguous(),
-        None if delta_bias is None else delta_bias.to(cdt).contiguous(), bool(delta_softplus))
+    out, last = _NativeScan.apply(*native_operands(u, delta, A, B, C, D, z, delta_bias), bool(delta_softplus))
     out = out.to(dtype_in)
     return (out, last) if return_last_state else out
