@@ -10,7 +10,7 @@ Losses are computed in float32, whatever the autocast dtype of the inputs.
   the classes.
 * :func:`info_nce` — InfoNCE with an explicit ``(N, M)`` positive mask (and optional candidate
   mask), optionally over keys all-gathered from every rank (:func:`gather_with_grad`);
-  :func:`nt_xent` — SimCLR's symmetric 2N variant on top of it.
+  :func:`nt_xent` — SimCLR's symmetric 2N variant on top of it (optional pseudo-labels: G-SimCLR).
 * :func:`masked_mse` — regression on selected frames (data2vec, SSAST's generative head).
 * :func:`layer_distillation` — DistilHuBERT's per-layer ``L1 − log σ(cos)`` with length masks.
 """
@@ -255,17 +255,25 @@ def info_nce(queries: torch.Tensor, keys: torch.Tensor, positive_mask: torch.Ten
     return PredictionLoss(loss, int(logits.shape[0]), correct)
 
 
-def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, *, gather: Gather = False) -> PredictionLoss:
+def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, *, gather: Gather = False,
+            labels: torch.Tensor | None = None) -> PredictionLoss:
     """SimCLR's NT-Xent: each of the 2B views must find its partner among the other 2B − 1.
 
     ``z = [z1; z2]`` is L2-normalised; query ``i`` has positive ``(i + B) mod 2B`` and every key
     but itself as candidates. Gathered, the keys are every rank's ``[z1_r; z2_r]`` and each rank
     scores its own 2B queries, so ``Σ_ranks`` equals the single-process loss over all items.
 
+    With ``labels`` (G-SimCLR's pseudo-labels), the views of the other items that share an
+    item's label are no negatives of it: they leave its denominator (the partner, which shares
+    it, stays as the positive). A label ``< 0`` marks an item without a label, whose
+    candidates are all the other views as without ``labels``. Gathered, the labels are
+    gathered with the keys, so same-label items of other ranks leave the denominator too.
+
     Args:
         z1, z2: ``(B, D)`` projections of two views of the same ``B`` items.
         temperature: τ (SimCLR: 0.1–0.5).
         gather: see :func:`info_nce`.
+        labels: ``(B,)`` int64 pseudo-label of each item, or None (every other view is a negative).
 
     Returns:
         :class:`PredictionLoss` summed over the ``2B`` queries.
@@ -280,7 +288,23 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.5, *, gat
     candidate = ~torch.eye(2 * B, dtype=torch.bool, device=z.device)
     if callable(gather):
         raise ValueError("nt_xent gathers with gather=True only (its masks are built per rank)")
+    if labels is not None:
+        if labels.shape != (B,) or labels.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"labels must be an integer tensor (B={B},), got {labels.dtype} {tuple(labels.shape)}")
+        candidate = _label_candidates(labels.to(device=z.device, dtype=torch.long), gather is True)
     return info_nce(z, z, positive, temperature, candidate_mask=candidate, normalize=True, gather=gather)
+
+
+def _label_candidates(labels: torch.Tensor, gather: bool) -> torch.Tensor:
+    """``(2B, M)`` candidates of :func:`nt_xent`'s queries with ``labels (B,)``: every key but the query
+    itself and the views of items with the query's label (``M`` = every rank's ``2B_r`` when gathering)."""
+    lab = torch.cat([labels, labels])  # (2B,), the label of each view
+    keys, start = gather_rows(lab) if gather else (lab, 0)  # (M,)
+    n = lab.shape[0]
+    same = (lab[:, None] == keys[None, :]) & (lab[:, None] >= 0)  # (2B, M)
+    own = torch.zeros_like(same)
+    own[torch.arange(n, device=lab.device), start + torch.arange(n, device=lab.device)] = True
+    return ~(same | own)
 
 
 # --- regression and distillation ------------------------------------------------------------
