@@ -26,6 +26,8 @@ def _add_unpaired_options(p: argparse.ArgumentParser) -> None:
                    help="sentences no voice of the corpus spoke, added to the training text (default: 2000)")
     p.add_argument("--text-seed", type=int, default=0, metavar="S",
                    help="varies the unspoken sentences for the same corpus (default: 0)")
+    p.add_argument("--exclude", type=Path, nargs="+", default=[], metavar="DIR",
+                   help="other corpora whose evaluation text stays out too (e.g. the evaluation corpus)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
 
     if args.text_cmd == "unpaired":
         write_unpaired_text(args.corpus, args.out, subset=args.subset, extra=args.extra, valid=args.valid,
-                            seed=args.text_seed)
+                            seed=args.text_seed, exclude=args.exclude)
         _log.info("wrote %s/train.txt, valid.txt, unpaired.json", args.out)
         return 0
     if args.text_cmd == "spm-train":
@@ -82,7 +84,7 @@ def main(args: argparse.Namespace) -> int:
             raise ValueError(f"--max-sentences must be >= 0, got {args.max_sentences}")
         if args.corpus is not None:
             lines = unpaired_text(args.corpus, subset=args.subset, extra=args.extra, valid=0,
-                                  seed=args.text_seed).train
+                                  seed=args.text_seed, exclude=args.exclude).train
             source = f"{args.corpus} (unpaired text)"
         else:
             lines = []

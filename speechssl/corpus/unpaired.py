@@ -9,6 +9,9 @@
   topic grammars (:class:`speechssl.corpus.text.TextBank`);
 * ``valid``: ``valid`` more unspoken sentences, none of them in ``train``.
 
+``exclude`` adds the evaluation text of other corpora (the seed-0 evaluation corpus when the
+text comes from a seed-1 pretraining corpus).
+
 **Evaluation text stays out.** Every row of every ``.wrd`` file in the corpus that is not a
 ``train.wrd`` (read valid/test, commands and keywords valid/test, verification, QbE queries and
 documents) is evaluation text. A sentence is dropped when it equals such a row or, for rows of
@@ -27,7 +30,7 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -116,7 +119,7 @@ def _corpus_seed(corpus: Path) -> int:
 
 
 def unpaired_text(corpus: str | Path, *, subset: str = "read", extra: int = 2000, valid: int = 200,
-                  seed: int = 0, max_tries: int = 50) -> UnpairedText:
+                  seed: int = 0, max_tries: int = 50, exclude: Sequence[str | Path] = ()) -> UnpairedText:
     """Unpaired text of ``corpus`` (see the module docstring).
 
     Args:
@@ -127,9 +130,11 @@ def unpaired_text(corpus: str | Path, *, subset: str = "read", extra: int = 2000
         valid: unspoken sentences in ``valid``.
         seed: varies the unspoken sentences for the same corpus.
         max_tries: draws allowed per wanted sentence before giving up (the grammar is exhausted).
+        exclude: other corpora whose evaluation text must stay out too (e.g. the seed-0
+            corpus the downstream tasks test on, when pretraining on a seed-1 corpus).
 
     Raises:
-        FileNotFoundError: no corpus folder, or no ``<subset>/train.wrd``.
+        FileNotFoundError: no corpus folder (or ``exclude`` folder), or no ``<subset>/train.wrd``.
         ValueError: negative counts, or the grammar cannot give that many new sentences.
     """
     corpus = Path(corpus)
@@ -141,7 +146,12 @@ def unpaired_text(corpus: str | Path, *, subset: str = "read", extra: int = 2000
     if not train_file.is_file():
         raise FileNotFoundError(f"{train_file}: no training transcripts (need <subset>/train.wrd; "
                                 f"--subset names the folder)")
-    evaluation = _Excluder(evaluation_text(corpus))
+    eval_rows = evaluation_text(corpus)
+    for other in exclude:
+        if not Path(other).is_dir():
+            raise FileNotFoundError(f"corpus folder to exclude not found: {other}")
+        eval_rows += evaluation_text(other)
+    evaluation = _Excluder(eval_rows)
     spoken = [r.strip() for f in _wrd_files(corpus) for r in read_labels(f) if r.strip()]
     never = _Excluder(spoken)  # every transcript, train and evaluation
 
@@ -178,7 +188,7 @@ def unpaired_text(corpus: str | Path, *, subset: str = "read", extra: int = 2000
             continue
         seen.add(text)
         drawn.append(text)
-    stats = {"corpus": str(corpus), "subset": subset, "seed": int(seed), "spoken_train": n_spoken,
+    stats = {"corpus": str(corpus), "exclude": [str(e) for e in exclude], "subset": subset, "seed": int(seed), "spoken_train": n_spoken,
              "unspoken_train": extra, "valid": valid, "dropped_as_evaluation": dropped_eval,
              "dropped_duplicates": dropped_dup, "evaluation_rows": len(evaluation.exact), "draws": tries}
     _log.info("%s: unpaired text: %d spoken + %d unspoken training sentences, %d valid (%d evaluation rows "

@@ -58,6 +58,15 @@ def test_unpaired_drops_train_rows_inside_evaluation_utterances(tmp_path: Path) 
     assert "THE CAT SAT DOWN" not in text.train and "HI" not in text.train
     assert text.stats["dropped_as_evaluation"] == 3 and text.stats["dropped_duplicates"] == 0
     assert len(text.train) == 1 + 5 and len(text.valid) == 2
+    # another corpus's evaluation text (the seed-0 evaluation corpus) stays out too
+    other = tmp_path / "eval"
+    (other / "read").mkdir(parents=True)
+    (other / "read" / "test.wrd").write_text("A DOG RAN FAST HOME\n")
+    (other / "read" / "train.wrd").write_text("BIRDS SING LOUDLY\n")  # training text of the other: allowed
+    text = unpaired_text(corpus, extra=5, valid=2, exclude=[other])
+    assert "A DOG RAN FAST HOME" not in text.train and text.stats["dropped_as_evaluation"] == 4
+    with pytest.raises(FileNotFoundError, match="corpus folder to exclude not found"):
+        unpaired_text(corpus, extra=1, valid=1, exclude=[tmp_path / "nope"])
 
 
 def test_unpaired_errors(tmp_path: Path, speechssl_logs: pytest.LogCaptureFixture,
