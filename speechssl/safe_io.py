@@ -100,11 +100,14 @@ def _construct_map(loader: _StrictLoader, node: yaml.MappingNode) -> Any:
 _StrictLoader.add_constructor("tag:yaml.org,2002:map", _construct_map)
 
 
-def _yaml_error(source: str, exc: yaml.YAMLError) -> BadFileError:
+def _yaml_error(source: str, exc: yaml.YAMLError, lines: bool = True) -> BadFileError:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    if not lines:
+        mark = None
     where = f"{source}:{mark.line + 1}" if mark is not None else source
     if isinstance(exc, DuplicateKeyError):
-        return BadFileError(f"{where}: duplicate key {exc.key!r} (first on line {exc.first_line}); expected "
+        first = f" (first on line {exc.first_line})" if lines else ""
+        return BadFileError(f"{where}: duplicate key {exc.key!r}{first}; expected "
                             "each key once per mapping (YAML would silently keep the last)")
     problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
     context = getattr(exc, "context", None)
@@ -113,13 +116,13 @@ def _yaml_error(source: str, exc: yaml.YAMLError) -> BadFileError:
     return BadFileError(f"{where}{col}: not valid YAML: {detail}")
 
 
-def loads_yaml(text: str, source: str = "<string>") -> Any:
+def loads_yaml(text: str, source: str = "<string>", *, lines: bool = True) -> Any:
     """Parse YAML text safely; duplicate keys and syntax errors raise :class:`BadFileError`
-    naming ``source`` and the line."""
+    naming ``source`` and (``lines``) the line."""
     try:
         return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
-        raise _yaml_error(source, exc) from None
+        raise _yaml_error(source, exc, lines) from None
 
 
 def load_yaml(path: str | Path) -> Any:
@@ -226,7 +229,7 @@ def load_npy(path: str | Path, *, mmap_mode: str | None = "r", ndim: int | None 
 
 # ---------------------------------------------------------------------------------------- values
 
-def check_finite(array: Any, where: str, *, row_names: Any = None, what: str = "row") -> None:
+def check_finite(array: Any, where: str, *, row_names: Any = None, what: str = "row", offset: int = 0) -> None:
     """Raise :class:`NonFiniteError` naming the first NaN/infinite value of ``array``.
 
     Args:
@@ -234,6 +237,7 @@ def check_finite(array: Any, where: str, *, row_names: Any = None, what: str = "
         where: what the values came from (a file, a model and utterance), first in the message.
         row_names: optional per-row labels (``row_names(i)`` or ``row_names[i]``) for the message.
         what: what a row is (``"frame"``, ``"row"``).
+        offset: added to the row index in the message (``array`` is a chunk starting there).
     """
     if hasattr(array, "detach"):  # a torch tensor; no torch import needed here
         array = array.detach().float().cpu().numpy()
@@ -245,12 +249,13 @@ def check_finite(array: Any, where: str, *, row_names: Any = None, what: str = "
         return
     index = tuple(int(i) for i in np.argwhere(bad)[0])
     value = arr[index]
-    count = int(bad.sum())
+    count = int(bad.sum())  # in this array (a chunk, when offset is given)
     row = index[0] if index else 0
     name = ""
     if row_names is not None:
         name = f" ({row_names(row) if callable(row_names) else row_names[row]})"
     col = f", column {index[1]}" if len(index) > 1 else ""
-    raise NonFiniteError(f"{where}: {what} {row}{name}{col} is {value}" +
-                         (f" ({count} non-finite values in all)" if count > 1 else "") +
+    raise NonFiniteError(f"{where}: {what} {offset + row}{name}{col} is {value}" +
+                         (f" ({count} non-finite values in {what}s {offset}..{offset + arr.shape[0] - 1})"
+                          if count > 1 else "") +
                          "; expected finite values")

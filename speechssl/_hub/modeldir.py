@@ -24,12 +24,14 @@ from typing import Any, Callable, Iterator
 import torch
 
 from speechssl.atomic import temp_dir_beside, temp_name_prefix, umask
+from speechssl.safe_io import BadFileError, load_json
 from speechssl.version import __version__
 
 __all__ = [
     "HubError", "WeightsRecord", "CONFIG_NAME", "WEIGHTS_NAME", "FORMAT_VERSION",
     "is_model_dir", "read_meta", "read_model_dir", "write_model_dir", "sha256_file", "replace_dir",
-    "staging_dir", "fsync_file", "check_sha256",
+    "staging_dir", "fsync_file", "check_sha256", "nonfinite_tensors", "describe_nonfinite",
+    "check_finite_weights", "warn_nonfinite",
     "load_strict",
 ]
 
@@ -97,9 +99,9 @@ def read_meta(path: str | Path) -> dict[str, Any]:
     if not cfg_path.is_file():
         raise FileNotFoundError(f"{path}: not a model directory (no {CONFIG_NAME})")
     try:
-        meta = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise HubError(f"{cfg_path}: not valid JSON: {exc}") from None
+        meta = load_json(cfg_path, f"a model directory's {CONFIG_NAME}")
+    except BadFileError as exc:  # names file, line and column
+        raise HubError(str(exc)) from None
     if not isinstance(meta, dict):
         raise HubError(f"{cfg_path}: expected a JSON object, got {type(meta).__name__}")
     missing = [k for k in _REQUIRED_KEYS if k not in meta]
@@ -157,8 +159,60 @@ def read_model_dir(path: str | Path, *, verify: bool = True) -> WeightsRecord:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
         raise HubError(f"{weights}: not a readable safetensors file: {exc}") from None
+    warn_nonfinite(state, str(weights))
     return WeightsRecord(method=meta["method"], config=meta["config"], state_dict=state,
                          source=meta.get("source") or {}, sha256=meta["sha256"])
+
+
+def nonfinite_tensors(state_dict: dict[str, torch.Tensor]) -> list[tuple[str, int, int]]:
+    """``(name, NaN count, infinite count)`` of every floating-point tensor that is not all finite,
+    in state-dict order."""
+    out = []
+    for name, t in state_dict.items():
+        if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()) and t.numel():
+            finite = torch.isfinite(t)
+            if not bool(finite.all()):
+                nan = int(torch.isnan(t).sum())
+                out.append((name, nan, int((~finite).sum()) - nan))
+    return out
+
+
+def describe_nonfinite(bad: list[tuple[str, int, int]], state_dict: dict[str, torch.Tensor]) -> str:
+    """``"tensor 'x' (float32, shape (4, 3)) holds 2 NaN (and 3 more tensors)"`` for messages."""
+    name, nan, inf = bad[0]
+    t = state_dict[name]
+    what = " and ".join(part for part in (f"{nan} NaN" if nan else "", f"{inf} infinite" if inf else "") if part)
+    more = f" (and {len(bad) - 1} more tensor{'s' if len(bad) > 2 else ''}: {_listing([b[0] for b in bad[1:]], 4)})" \
+        if len(bad) > 1 else ""
+    return (f"tensor {name!r} ({str(t.dtype).removeprefix('torch.')}, shape {tuple(t.shape)}) holds {what} "
+            f"of its {t.numel()} values{more}")
+
+
+def check_finite_weights(state_dict: dict[str, torch.Tensor], where: str) -> None:
+    """Refuse weights holding NaN or infinity (a diverged run), naming the first such tensor.
+
+    Raises:
+        HubError: ``"<where>: refusing to write: tensor 'x' ... holds 3 NaN ...; expected finite weights"``.
+    """
+    bad = nonfinite_tensors(state_dict)
+    if bad:
+        raise HubError(f"{where}: refusing to write: {describe_nonfinite(bad, state_dict)}; expected finite "
+                       "weights (the model diverged? use an earlier checkpoint)")
+
+
+def warn_nonfinite(state_dict: dict[str, torch.Tensor], where: str,
+                   source: dict[str, Any] | None = None) -> list[tuple[str, int, int]]:
+    """Flag weights being read that hold NaN or infinity: one warning line naming the first
+    tensor, and (given ``source``, a record's provenance that ``hub info`` prints)
+    ``source["nonfinite"]`` = that description. Writing such weights is refused
+    (:func:`check_finite_weights`). Returns the ``(name, NaN, inf)`` triples."""
+    bad = nonfinite_tensors(state_dict)
+    if bad:
+        text = describe_nonfinite(bad, state_dict)
+        _log.warning("%s: %s; its outputs will not be finite", where, text)
+        if source is not None:
+            source["nonfinite"] = text
+    return bad
 
 
 def _plain_tensors(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -270,6 +324,8 @@ def write_model_dir(dst: str | Path, record: WeightsRecord) -> Path:
         raise HubError(f"{dst}: exists and is not a speechssl model directory; refusing to overwrite "
                        "it: choose a new or empty directory")
     tensors = _plain_tensors(record.state_dict)
+    origin = record.source.get("path") if isinstance(record.source, dict) else None
+    check_finite_weights(tensors, f"{dst}" + (f" (from {origin})" if origin else ""))
     with staging_dir(dst) as tmp:
         weights = tmp / WEIGHTS_NAME
         save_file(tensors, str(weights), metadata={"format": "pt", "method": record.method})

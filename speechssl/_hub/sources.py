@@ -16,6 +16,7 @@ from typing import Any
 from speechssl._hub.checkpoint import is_training_checkpoint, read_training_checkpoint
 from speechssl._hub.modeldir import (
     CONFIG_NAME, WEIGHTS_NAME, HubError, WeightsRecord, is_model_dir, read_meta, read_model_dir,
+    warn_nonfinite,
 )
 from speechssl.convert.safe_load import FAIRSEQ_ALLOWED, safe_torch_load
 from speechssl.registry import get_method, list_methods
@@ -119,8 +120,14 @@ def read_record(path: str | Path, fmt: str = "auto", *, verify: bool = True) -> 
     if kind != "pt":
         if fmt not in ("auto", kind):
             raise HubError(f"{path}: is a {readers[kind].DESCRIPTION}, not {fmt}")
-        return readers[kind].read_dir(path)
+        return _flagged(readers[kind].read_dir(path), path)
     if fmt == "speechssl" or hasattr(readers.get(fmt), "claims_dir"):
         raise HubError(f"{path}: is a file; a {fmt} model is a directory")
     obj = safe_torch_load(path, allow=FAIRSEQ_ALLOWED)
-    return _classify_pt(path, obj, fmt, verify)
+    return _flagged(_classify_pt(path, obj, fmt, verify), path)
+
+
+def _flagged(record: WeightsRecord, path: Path) -> WeightsRecord:
+    """NaN/inf weights: a warning and ``source["nonfinite"]`` (hub info shows it); writing them is refused."""
+    warn_nonfinite(record.state_dict, str(path), record.source)
+    return record

@@ -22,10 +22,13 @@ from typing import Any
 
 import torch
 
-from speechssl._hub.modeldir import HubError, WeightsRecord, fsync_file, replace_dir, staging_dir
+from speechssl._hub.modeldir import (
+    HubError, WeightsRecord, check_finite_weights, fsync_file, replace_dir, staging_dir,
+)
 from speechssl.config import to_dict
 from speechssl.convert.safe_load import safe_torch_load
 from speechssl.registry import Method, RegistryError, get_method, methods_with_converter
+from speechssl.safe_io import BadFileError, load_json
 
 __all__ = ["read_hf_dir", "write_hf_dir", "is_hf_dir", "hf_model_types", "DESCRIPTION", "claims_dir",
            "read_dir", "write_dir"]
@@ -56,11 +59,11 @@ def is_hf_dir(path: Path) -> bool:
 
 def _read_json(path: Path) -> dict[str, Any]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except ValueError as exc:
-        raise HubError(f"{path}: not valid JSON: {exc}") from None
+        data = load_json(path, "a Hugging Face JSON file")
+    except BadFileError as exc:  # file, line and column
+        raise HubError(str(exc)) from None
     if not isinstance(data, dict):
-        raise HubError(f"{path}: expected a JSON object")
+        raise HubError(f"{path}: expected a JSON object, found {type(data).__name__}")
     return data
 
 
@@ -166,6 +169,7 @@ def write_hf_dir(model: torch.nn.Module, dst: str | Path) -> Path:
         raise HubError(f"cannot express this {method} model in transformers: {exc}") from None
     dst = Path(dst).expanduser()
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in hf_state.items()}
+    check_finite_weights(tensors, str(dst))
     with staging_dir(dst) as tmp:
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         fsync_file(tmp / "model.safetensors")

@@ -45,6 +45,7 @@ from speechssl.features.cmvn import CmvnStats
 from speechssl.features.framing import FrameOptions
 from speechssl.fingerprint import file_sha256, model_sha256, same_inputs
 from speechssl.log import progress_bar
+from speechssl.safe_io import BadFileError, check_finite, load_npy
 from speechssl.nn.frozen import model_device, run_frozen
 
 __all__ = [
@@ -214,6 +215,14 @@ class UpstreamFeatureSource:
                 "amp_dtype": str(self.amp_dtype) if self.amp_dtype is not None else None}
 
 
+def _source_label(source: Any) -> str:
+    """``"upstream /path/to/model (hubert, layer 6)"`` or ``"fbank"``, for messages."""
+    if isinstance(source, UpstreamFeatureSource):
+        method = getattr(source.model, "method", None)
+        return f"upstream {source.name} ({method + ', ' if method else ''}layer {source.layer})"
+    return str(getattr(source, "kind", None) or type(source).__name__)
+
+
 def _keyword_defaults(fn: Callable[..., Any]) -> dict[str, Any]:
     import inspect
 
@@ -299,8 +308,8 @@ def _is_complete(paths: dict[str, Path], fingerprint: dict[str, Any]) -> bool:
     try:
         meta = json.loads(paths["json"].read_text(encoding="utf-8"))
         lengths = [int(x) for x in paths["len"].read_text(encoding="utf-8").split()]
-        array = np.load(paths["npy"], mmap_mode="r")
-    except (FileNotFoundError, ValueError, OSError):
+        array = load_npy(paths["npy"])
+    except (FileNotFoundError, ValueError, OSError):  # BadFileError included: redo the shard
         return False
     return (meta.get("fingerprint") == fingerprint and len(lengths) == meta.get("rows")
             and array.shape == (sum(lengths), fingerprint["dim"]))
@@ -390,6 +399,10 @@ def dump_features(manifest: str | Path | Manifest, feat_dir: str | Path, source:
                 raise ValueError(f"{where}: the feature source returned shape {tuple(feats.shape)}, "
                                  f"expected (T, {dim})")
             array = np.ascontiguousarray(feats.detach().cpu().numpy(), dtype="<f4")
+            # NaN/inf never reach a shard: a NaN-weight model (or a diverged one) is refused here,
+            # naming the model and the utterance; the finished rows stay resumable
+            check_finite(array, f"{where}: {_source_label(source)} gave non-finite features",
+                         what="frame")
             data_f.write(array.tobytes())
             len_f.write(f"{array.shape[0]}\n")
             rows_done += 1
@@ -505,6 +518,8 @@ def read_features(feat_dir: str | Path, split: str, nshard: int = 1, rank: int |
         FileNotFoundError: a shard is missing (the message says how to make it).
         ValueError: a shard's ``.len`` does not add up to its ``.npy`` rows.
     """
+    if nshard < 1:
+        raise ValueError(f"nshard must be at least 1, got {nshard}")
     ranks = range(nshard) if rank is None else [rank]
     parts, lengths = [], []
     for r in ranks:
@@ -515,9 +530,9 @@ def read_features(feat_dir: str | Path, split: str, nshard: int = 1, rank: int |
                     f"{paths[kind]} not found: shard {r} of {nshard} of split {split!r} was not dumped "
                     f"(or is unfinished); run `speechssl features dump --split {split} --shard {r} "
                     f"--nshard {nshard} --out {feat_dir} ...`")
-        array = np.load(paths["npy"], mmap_mode="r")
-        lens = [int(x) for x in paths["len"].read_text(encoding="utf-8").split()]
-        if array.ndim != 2 or array.shape[0] != sum(lens):
+        array = load_npy(paths["npy"], ndim=2, expected="a feature shard written by `speechssl features dump`")
+        lens = _read_lengths(paths["len"])
+        if array.shape[0] != sum(lens):
             raise ValueError(f"{paths['len']} lists {len(lens)} utterances with {sum(lens)} frames, but "
                              f"{paths['npy']} has shape {array.shape}; the shard is damaged, dump it again")
         parts.append(array)
@@ -527,10 +542,52 @@ def read_features(feat_dir: str | Path, split: str, nshard: int = 1, rank: int |
     return feats, lengths, offsets
 
 
+def _read_lengths(path: Path) -> list[int]:
+    """A shard's ``.len``: one positive frame count per line (file and line named otherwise)."""
+    lengths = []
+    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        try:
+            n = int(line)
+        except ValueError:
+            raise BadFileError(f"{path}:{lineno}: expected a frame count (an integer), found {line[:40]!r}") from None
+        if n <= 0:
+            raise BadFileError(f"{path}:{lineno}: expected a positive frame count, found {n}")
+        lengths.append(n)
+    return lengths
+
+
 def feature_stats(feat_dir: str | Path, split: str, nshard: int = 1, chunk_frames: int = 1 << 16) -> CmvnStats:
-    """Global CMVN statistics of dumped features (all shards)."""
-    feats, _, _ = read_features(feat_dir, split, nshard)
-    stats = CmvnStats(feats.shape[1])
-    for start in range(0, feats.shape[0], chunk_frames):
-        stats.accumulate(torch.from_numpy(np.asarray(feats[start:start + chunk_frames], dtype=np.float32)))
-    return stats
+    """Global CMVN statistics of dumped features (all shards).
+
+    Raises:
+        NonFiniteError: a frame holds NaN or infinity (naming the shard file, the frame and
+            its utterance: the shard's row and the manifest row); the statistics would be NaN.
+    """
+    _, _, _ = read_features(feat_dir, split, nshard)  # every shard present and consistent first
+    stats: CmvnStats | None = None
+    for r in range(nshard):
+        feats, lengths, offsets = read_features(feat_dir, split, nshard, rank=r)
+        paths = shard_paths(feat_dir, split, r, nshard)
+        first_row = _first_manifest_row(paths["json"])
+        if stats is None:
+            stats = CmvnStats(feats.shape[1])
+        for start in range(0, feats.shape[0], chunk_frames):
+            chunk = np.array(feats[start:start + chunk_frames], dtype=np.float32)  # a writable copy
+
+            def utterance(i: int, start: int = start) -> str:
+                row = int(np.searchsorted(offsets, start + i, side="right")) - 1
+                manifest_row = f", manifest row {first_row + row}" if first_row is not None else ""
+                return f"frame {start + i - offsets[row]} of utterance {row} of the shard{manifest_row}"
+
+            check_finite(chunk, f"{paths['npy']}", row_names=utterance, what="frame", offset=start)
+            stats.accumulate(torch.from_numpy(chunk))
+    return stats  # type: ignore[return-value]  # nshard >= 1: set by the first shard
+
+
+def _first_manifest_row(meta_path: Path) -> int | None:
+    """The manifest row of a shard's first utterance, from its ``.json`` (None: unknown)."""
+    try:
+        rows = json.loads(meta_path.read_text(encoding="utf-8"))["fingerprint"]["rows"]
+        return int(rows[0])
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
+        return None
