@@ -68,8 +68,10 @@ setup(
         "console_scripts": ["speechssl = speechssl.cli:main"],
         # Each entry point names a speechssl.registry.Method / DownstreamTask object.
         "speechssl.upstream": [
+            "cae = speechssl.upstream.cae:METHOD",
             "hubert = speechssl.upstream.hubert:METHOD",
             "mae = speechssl.upstream.mae:METHOD",
+            "simclr = speechssl.upstream.simclr:METHOD",
             "hubertopic = speechssl.upstream.hubertopic:METHOD",
             "lighthubert = speechssl.upstream.lighthubert:METHOD",
             "speecht5 = speechssl.upstream.speecht5:METHOD",
