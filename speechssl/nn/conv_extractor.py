@@ -139,5 +139,7 @@ class ConvFeatureExtractor(nn.Module):
             out_lengths = torch.full((x.shape[0],), y.shape[1], dtype=torch.long, device=x.device)
         else:
             out_lengths = cur
-            y = y.masked_fill(padding_mask(out_lengths, y.shape[1]).unsqueeze(-1), 0.0)
+            pad = padding_mask(out_lengths, y.shape[1])
+            if bool(pad.any()):
+                y = y.masked_fill(pad.unsqueeze(-1), 0.0)
         return y, out_lengths

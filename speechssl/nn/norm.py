@@ -12,7 +12,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from speechssl.nn.lengths import padding_mask
 
 __all__ = ["MaskedGroupNorm", "Fp32LayerNorm", "Transpose"]
 
@@ -60,22 +59,17 @@ class MaskedGroupNorm(nn.Module):
             raise ValueError(f"expected (B, {self.num_channels}, T), got {tuple(x.shape)}")
         dtype = x.dtype
         xf = x.float()
-        if lengths is None:
-            y = F.group_norm(xf, self.num_groups, None, None, self.eps)
-        else:
-            B, C, T = xf.shape
-            valid = (~padding_mask(lengths, T)).to(xf.dtype)  # (B, T)
-            g = xf.view(B, self.num_groups, C // self.num_groups, T)
-            w = valid[:, None, None, :]
-            # Empty rows (length 0) divide by max(.,1): their statistics are 0 and the output is masked.
-            count = (w.sum(-1, keepdim=True) * g.shape[2]).sum(-2, keepdim=True).clamp(min=1.0)
-            mean = (g * w).sum((-1, -2), keepdim=True) / count
-            var = (((g - mean) * w) ** 2).sum((-1, -2), keepdim=True) / count
-            y = ((g - mean) * torch.rsqrt(var + self.eps) * w).view(B, C, T)
-        if self.affine:
-            y = y * self.weight.float()[None, :, None] + self.bias.float()[None, :, None]
-            if lengths is not None:
-                y = y * valid[:, None, :]
+        w = self.weight.float() if self.affine else None
+        b = self.bias.float() if self.affine else None
+        T = xf.shape[-1]
+        if lengths is None or bool((lengths >= T).all()):
+            return F.group_norm(xf, self.num_groups, w, b, self.eps).to(dtype)
+        # Statistics are per (utterance, group), so each padded row is normalised on its own
+        # valid frames by the native kernel: one pass, and exactly what the row gives alone.
+        y = xf.new_zeros(xf.shape)
+        for i, n in enumerate(lengths.clamp(min=0, max=T).tolist()):
+            if n > 0:
+                y[i, :, :n] = F.group_norm(xf[i:i + 1, :, :n], self.num_groups, w, b, self.eps)[0]
         return y.to(dtype)
 
     def extra_repr(self) -> str:

@@ -181,6 +181,8 @@ class TransformerEncoder(nn.Module):
         if not 1 <= output_layer <= num_layers:
             raise ValueError(f"output_layer must be in 1..{num_layers}, got {output_layer}")
         pad = None if lengths is None else make_padding_mask(lengths, x.shape[1])
+        if pad is not None and not bool(pad.any()):
+            pad = None   # nothing padded: skip the masking passes (identical results)
         if pad is not None:
             # Padding must look like the zero padding the position conv sees past the end of a lone utterance.
             x = x.masked_fill(pad.unsqueeze(-1), 0.0)
