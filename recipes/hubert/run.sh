@@ -41,9 +41,14 @@
 #   9  metrics       label_metrics.{txt,md,json}     phone purity, cluster purity, PNMI of both
 #                                                   label sets against <split>.phn_ali (held-out split)
 #
-# Every finished stage leaves <exp-dir>/.stage<N>.done (holding its wall time in seconds) and is
-# skipped on a rerun; delete the marker (or the experiment directory) to redo it. Interrupted
-# stages resume: feature dumps, label dumps and pretraining pick up where they stopped.
+# Stages as in Kaldi/ESPnet: --stage N..--stop-stage M run; stages before N are taken as done
+# (their outputs must exist). A finished stage leaves <exp-dir>/.stage<N>.done with its wall time,
+# the options it used and digests of its inputs; a rerun skips it only while those are unchanged
+# and it is not the stage --stage names. Otherwise it is redone, and so is every later stage, e.g.
+# `--stage 5 --k2 200` redoes features, k-means 2, labels 2, pretraining 2 and the metrics with
+# k=200 (a redone pretraining stage moves the earlier iter<i>/ to iter<i>.prev/). Interrupted
+# stages resume when rerun with the same options: feature dumps, label dumps and pretraining
+# pick up where they stopped.
 set -euo pipefail
 
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -63,31 +68,10 @@ k2=
 layer=
 corpus_preset=
 corpus_seed=0
-pretrain_overrides=()
+parse_options "$@"
+pretrain_overrides=("${extra_args[@]+"${extra_args[@]}"}")
 
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage|--stop_stage) stop_stage=$2; shift 2 ;;
-    --preset) preset=$2; shift 2 ;;
-    --exp-dir|--exp_dir) exp_dir=$2; shift 2 ;;
-    --data-dir|--data_dir) data_dir=$2; shift 2 ;;
-    --nj) nj=$2; shift 2 ;;
-    --ngpu) ngpu=$2; shift 2 ;;
-    --k1) k1=$2; shift 2 ;;
-    --k2) k2=$2; shift 2 ;;
-    --layer) layer=$2; shift 2 ;;
-    --corpus-preset|--corpus_preset) corpus_preset=$2; shift 2 ;;
-    --corpus-seed|--corpus_seed) corpus_seed=$2; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    --) shift; pretrain_overrides=("$@"); break ;;
-    *) die "unknown option '$1' (see --help)" ;;
-  esac
-done
-
-for v in stage stop_stage nj ngpu corpus_seed; do
-  [[ ${!v} =~ ^[0-9]+$ ]] || die "--${v//_/-} must be a non-negative integer, got '${!v}'"
-done
+check_uint stage stop_stage nj ngpu corpus_seed
 [ "$nj" -ge 1 ] || die "--nj must be at least 1, got $nj"
 
 # Per-preset settings. k and the feature layer follow the paper for base (MFCC k=100, then
@@ -189,8 +173,41 @@ run_shards() {
 log "HuBERT recipe: preset=$preset exp_dir=$exp_dir data=$data_dir stages $stage..$stop_stage" \
     "k1=$k1 k2=$k2 layer=$layer nj=$nj ngpu=$ngpu"
 
-if run_stage 0; then
+# The files stages read and write (computed when a stage is reached: stage 0 makes the manifests).
+manifests() {
+  local s
+  for s in $(splits); do
+    echo "$data_dir/$s.tsv"
+  done
+}
+# feat_files DIR: DIR/<split>_<shard>_<nj>.{npy,len} of every split and shard
+feat_files() {
+  local s r
+  for s in $(splits); do
+    for (( r = 0; r < nj; r++ )); do
+      echo "$1/${s}_${r}_$nj.npy"
+      echo "$1/${s}_${r}_$nj.len"
+    done
+  done
+}
+# label_files DIR: DIR/<split>.km of every split and DIR/dict.km.txt
+label_files() {
+  local s
+  for s in $(splits); do
+    echo "$1/$s.km"
+  done
+  echo "$1/dict.km.txt"
+}
+
+if $synth; then
+  s0=(--opt synth corpus_preset corpus_seed --out "$data_dir/train.tsv" "$data_dir/valid.tsv")
+else
+  s0=(--opt synth --in "$data_dir/train.tsv" "$data_dir/valid.tsv" --out "$data_dir/train.tsv" "$data_dir/valid.tsv")
+  [ -f "$data_dir/test.tsv" ] && s0=(--in "$data_dir/test.tsv" "${s0[@]}")
+fi
+if run_stage 0 "${s0[@]}"; then
   if $synth; then
+    clear_outputs "$exp_dir/corpus"
     log "Stage 0: synthesize the $corpus_preset corpus (seed $corpus_seed) into $exp_dir/corpus"
     speechssl corpus synth --preset "$corpus_preset" --seed "$corpus_seed" --out "$exp_dir/corpus"
   else
@@ -199,7 +216,10 @@ if run_stage 0; then
   done_stage 0
 fi
 
-if run_stage 1; then
+mapfile -t m < <(manifests)
+mapfile -t f1 < <(feat_files "$mfcc_dir")
+if run_stage 1 --opt nj --in "${m[@]}" --out "${f1[@]}"; then
+  clear_outputs "$mfcc_dir"
   log "Stage 1: 39-d MFCC features (HuBERT iteration 1) of $(splits | tr '\n' ' ')-> $mfcc_dir"
   for s in $(splits); do
     run_shards speechssl features dump --manifest-dir "$data_dir" --split "$s" --out "$mfcc_dir" \
@@ -208,14 +228,17 @@ if run_stage 1; then
   done_stage 1
 fi
 
-if run_stage 2; then
+if run_stage 2 --opt k1 nj km_args --in "$mfcc_dir" --out "$km1"; then
+  clear_outputs "$km1"
   log "Stage 2: k-means, k=$k1, on the train MFCCs -> $km1"
   speechssl kmeans fit --feat-dir "$mfcc_dir" --split train --nshard "$nj" --n-clusters "$k1" \
     "${km_args[@]}" --feature "mfcc39 100 Hz" --out "$km1"
   done_stage 2
 fi
 
-if run_stage 3; then
+mapfile -t l1 < <(label_files "$lab1")
+if run_stage 3 --opt nj --in "$km1" "$mfcc_dir" --out "${l1[@]}"; then
+  clear_outputs "$lab1"
   log "Stage 3: iteration-1 labels (100 Hz) of $(splits | tr '\n' ' ')-> $lab1"
   for s in $(splits); do
     speechssl dump-labels --feat-dir "$mfcc_dir" --split "$s" --nshard "$nj" --km "$km1" --out "$lab1"
@@ -223,14 +246,18 @@ if run_stage 3; then
   done_stage 3
 fi
 
-if run_stage 4; then
+if run_stage 4 --opt preset iter1_overrides --in "$conf1" "${m[@]}" "${l1[@]}" \
+    --out "$exp_dir/iter1/checkpoint_last.pt"; then
+  set_aside "$exp_dir/iter1"
   log "Stage 4: pretrain iteration 1 on $lab1 ($conf1) -> $exp_dir/iter1"
   pretrain --method hubert --preset "$preset" --data "$data_dir" --exp-dir "$exp_dir/iter1" \
     --config "$conf1" task.label_dir="$lab1" "${iter1_overrides[@]+"${iter1_overrides[@]}"}"
   done_stage 4
 fi
 
-if run_stage 5; then
+mapfile -t f2 < <(feat_files "$feat2_dir")
+if run_stage 5 --opt layer nj --in "$exp_dir/iter1/checkpoint_last.pt" "${m[@]}" --out "${f2[@]}"; then
+  clear_outputs "$feat2_dir"
   log "Stage 5: layer-$layer features of the iteration-1 model -> $feat2_dir"
   for s in $(splits); do
     run_shards speechssl features dump --manifest-dir "$data_dir" --split "$s" --out "$feat2_dir" \
@@ -239,14 +266,17 @@ if run_stage 5; then
   done_stage 5
 fi
 
-if run_stage 6; then
+if run_stage 6 --opt k2 layer nj km_args --in "$feat2_dir" --out "$km2"; then
+  clear_outputs "$km2"
   log "Stage 6: k-means, k=$k2, on the train layer-$layer features -> $km2"
   speechssl kmeans fit --feat-dir "$feat2_dir" --split train --nshard "$nj" --n-clusters "$k2" \
     "${km_args[@]}" --feature "hubert iter1 layer $layer 50 Hz" --out "$km2"
   done_stage 6
 fi
 
-if run_stage 7; then
+mapfile -t l2 < <(label_files "$lab2")
+if run_stage 7 --opt nj --in "$km2" "$feat2_dir" --out "${l2[@]}"; then
+  clear_outputs "$lab2"
   log "Stage 7: iteration-2 labels (50 Hz) of $(splits | tr '\n' ' ')-> $lab2"
   for s in $(splits); do
     speechssl dump-labels --feat-dir "$feat2_dir" --split "$s" --nshard "$nj" --km "$km2" --out "$lab2"
@@ -254,26 +284,31 @@ if run_stage 7; then
   done_stage 7
 fi
 
-if run_stage 8; then
+if run_stage 8 --opt preset iter2_overrides --in "$conf2" "${m[@]}" "${l2[@]}" \
+    --out "$exp_dir/iter2/checkpoint_last.pt"; then
+  set_aside "$exp_dir/iter2"
   log "Stage 8: pretrain iteration 2 on $lab2 ($conf2) -> $exp_dir/iter2"
   pretrain --method hubert --preset "$preset" --data "$data_dir" --exp-dir "$exp_dir/iter2" \
     --config "$conf2" task.label_dir="$lab2" "${iter2_overrides[@]+"${iter2_overrides[@]}"}"
   done_stage 8
 fi
 
-if run_stage 9; then
-  # the held-out split: test if it has an alignment, else valid
-  eval_split=
-  for s in test valid; do
-    if [ -f "$data_dir/$s.phn_ali" ] && [ -f "$lab1/$s.km" ] && [ -f "$lab2/$s.km" ]; then
-      eval_split=$s
-      break
-    fi
-  done
+# the held-out split of stage 9: test if it has an alignment, else valid
+eval_split=
+for s in test valid; do
+  if [ -f "$data_dir/$s.phn_ali" ] && [ -f "$lab1/$s.km" ] && [ -f "$lab2/$s.km" ]; then
+    eval_split=$s
+    break
+  fi
+done
+metrics=("$exp_dir"/label_metrics.{txt,md,json})
+if run_stage 9 --opt k1 k2 layer eval_split \
+    --in "$lab1/$eval_split.km" "$lab2/$eval_split.km" "$data_dir/$eval_split.phn_ali" --out "${metrics[@]}"; then
   if [ -z "$eval_split" ]; then
-    log "Stage 9: skipped: no test.phn_ali or valid.phn_ali in $data_dir (frame phone alignments" \
-        "are needed to score the labels)"
+    skip_stage 9 "no test.phn_ali or valid.phn_ali in $data_dir (frame phone alignments are needed" \
+      "to score the labels)"
   else
+    clear_outputs "${metrics[@]}"
     log "Stage 9: label quality of both iterations on the held-out '$eval_split' split" \
         "against $data_dir/$eval_split.phn_ali"
     speechssl cluster metrics --km "$lab1/$eval_split.km" "$lab2/$eval_split.km" --label-rate 100 50 \

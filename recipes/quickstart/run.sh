@@ -18,8 +18,12 @@
 #                  hubert-tiny-iter2; head budgets in recipes/quickstart/conf/<task>.yaml
 #   4  report      report/report.md (+ report.json, metrics.png, layer_weights.png)
 #
-# Every stage logs its wall time; a finished stage leaves <exp-dir>/.stage<N>.done (holding
-# its seconds) and is skipped on a rerun. --nj N: downstream runs in parallel (default 2).
+# --nj N: downstream runs in parallel (default 2). Stages as in Kaldi/ESPnet: --stage N..--stop-stage
+# M run; stages before N are taken as done (their outputs must exist). Every stage logs its wall
+# time; a finished stage leaves <exp-dir>/.stage<N>.done (its seconds, options and input digests)
+# and is skipped on a rerun while those are unchanged. A stage whose marker is gone, whose inputs
+# changed, or that --stage names is redone from scratch, and so is every later stage; an
+# interrupted stage resumes (finished downstream runs are kept).
 set -euo pipefail
 
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -31,22 +35,11 @@ stage=0
 stop_stage=4
 exp_dir=exp/quickstart
 nj=2
-tasks="ks sid pr"
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage|--stop_stage) stop_stage=$2; shift 2 ;;
-    --exp-dir|--exp_dir) exp_dir=$2; shift 2 ;;
-    --nj) nj=$2; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    *) die "unknown option '$1' (see --help)" ;;
-  esac
-done
-for v in stage stop_stage nj; do
-  [[ ${!v} =~ ^[0-9]+$ ]] || die "--${v//_/-} must be a non-negative integer, got '${!v}'"
-done
+parse_options "$@"
+no_extra_args
+check_uint stage stop_stage nj
 [ "$nj" -ge 1 ] || die "--nj must be at least 1, got $nj"
+tasks="ks sid pr"
 
 hubert_dir=$exp_dir/hubert
 corpus=$hubert_dir/corpus
@@ -64,26 +57,35 @@ if run_stage 0 always; then
 fi
 use_venv
 
-if run_stage 1; then
+# recipes/hubert/run.sh keeps its own stage markers in $hubert_dir: a fresh stage 1 redoes all of
+# its stages (--stage 0), a resumed one continues where it stopped.
+hubert_out=("$hubert_dir/iter2/checkpoint_last.pt" "$hubert_dir/label_metrics.json")
+if run_stage 1 --out "${hubert_out[@]}"; then
   log "Stage 1: HuBERT, two iterations, tiny preset (recipes/hubert/run.sh) -> $hubert_dir"
-  bash "$root/recipes/hubert/run.sh" --preset tiny --exp-dir "$hubert_dir"
+  if [ "$stage_mode" = fresh ]; then
+    bash "$root/recipes/hubert/run.sh" --preset tiny --exp-dir "$hubert_dir" --stage 0
+  else
+    bash "$root/recipes/hubert/run.sh" --preset tiny --exp-dir "$hubert_dir"
+  fi
   done_stage 1
 fi
 
-if run_stage 2; then
+if run_stage 2 --in "$hubert_dir/iter2/checkpoint_last.pt" --out "$model_dir/model.safetensors"; then
+  clear_outputs "$model_dir"
   log "Stage 2: export the iteration-2 model -> $model_dir"
   speechssl hub convert "$hubert_dir/iter2/checkpoint_last.pt" "$model_dir"
   speechssl hub info "$model_dir"
   done_stage 2
 fi
 
-# run_downstream TASK NAME UPSTREAM [ARGS...]: train a head, then score it on test.
+# run_downstream TASK NAME UPSTREAM [ARGS...]: train a head, then score it on test. A run with
+# a result.json is kept only when the stage resumes (an interrupted stage 3).
 run_downstream() {
   local task=$1 name=$2 upstream=$3
   shift 3
   local dir=$ds_dir/${task}_$name
-  if [ -f "$dir/result.json" ]; then
-    log "  $task / $name: $dir/result.json exists, skipping"
+  if [ "$stage_mode" = resume ] && [ -f "$dir/result.json" ]; then
+    log "  $task / $name: $dir/result.json exists (interrupted stage resumed), keeping it"
     return 0
   fi
   log "  $task / $name: training the $task head -> $dir"
@@ -93,7 +95,20 @@ run_downstream() {
   log "  $task / $name: $(tail -n 1 "$dir.log")"
 }
 
-if run_stage 3; then
+results=()
+for task in $tasks; do
+  results+=("$ds_dir/${task}_fbank/result.json" "$ds_dir/${task}_$model_name/result.json")
+done
+confs=()
+for task in $tasks; do
+  confs+=("$recipe_dir/conf/$task.yaml")
+done
+if run_stage 3 --opt tasks --in "$model_dir" "${confs[@]}" --out "${results[@]}"; then
+  if [ "$stage_mode" = fresh ]; then
+    for task in $tasks; do
+      clear_outputs "$ds_dir/${task}_fbank" "$ds_dir/${task}_$model_name"
+    done
+  fi
   log "Stage 3: downstream tasks ($tasks) for fbank and $model_name, $nj at a time -> $ds_dir"
   mkdir -p "$ds_dir"
   # one thread per run when several share the machine
@@ -122,7 +137,8 @@ if run_stage 3; then
   done_stage 3
 fi
 
-if run_stage 4; then
+if run_stage 4 --in "${results[@]}" --out "$exp_dir/report/report.md"; then
+  clear_outputs "$exp_dir/report"
   log "Stage 4: report -> $exp_dir/report"
   speechssl downstream report "$ds_dir" --out "$exp_dir/report"
   done_stage 4
@@ -138,7 +154,8 @@ if [ -f "$exp_dir/report/report.md" ]; then
 fi
 times=
 for n in 0 1 2 3 4; do
-  [ -f "$exp_dir/.stage$n.done" ] && times+=" $n=$(cat "$exp_dir/.stage$n.done")"
+  secs=$(stage_seconds "$n")
+  [ -z "$secs" ] || times+=" $n=$secs"
 done
-log "stage times (s):$times"
+log "stage times (s, of the run that made each stage):$times"
 log "quickstart finished in $(( SECONDS - t_start )) s; outputs in $exp_dir"

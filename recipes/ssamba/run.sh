@@ -1,131 +1,142 @@
 #!/usr/bin/env bash
 # SSAMBA (self-supervised audio Mamba) on the embedded espeak-ng corpus, end to end on a CPU.
 #
-# Stages (each writes under its output directory and leaves a .done marker; a rerun skips
-# finished stages, and an interrupted pretraining resumes from its checkpoint_last.pt):
-#   0  corpus    speechssl corpus synth --preset $corpus_preset
-#                  -> $corpus/  (wav/, subsets read/ keywords/ ... with {train,valid,test}.tsv + labels)
-#   1  pretrain  speechssl pretrain --method ssamba --preset $preset on $corpus/pretrain
-#                  (the train audio of read/ + keywords/ + commands/)
-#                  -> $exp/pretrain/  (config.yaml, checkpoint_{best,last}.pt, metrics.jsonl, train.log)
-#   2  evaluate  speechssl downstream: a head on the frozen SSAMBA, and on the fbank baseline,
-#                for each task in $tasks
-#                  -> $exp/downstream/{ssamba,fbank}_<task>/ (result.json), $exp/downstream/report/report.md
-#
-# Usage:
 #   bash recipes/ssamba/run.sh [--stage N] [--stop-stage M] [--preset nano|tiny|small|base]
-#        [--corpus-preset tiny|small|base] [--corpus DIR] [--exp DIR] [--tasks "ks sid"]
+#        [--corpus-preset tiny|small|base] [--data-dir DIR] [--exp-dir DIR] [--tasks "ks sid"]
 #        [--downstream-updates N] [-- KEY=VALUE ...]
-# Everything after "--" is passed to `speechssl pretrain` as config overrides, e.g.
-#   bash recipes/ssamba/run.sh --preset nano -- trainer.max_updates=400 task.mask_mode=random
+#
+#   --preset       SSAMBA model size (default nano)
+#   --corpus-preset  size of the corpus stage 0 synthesizes (default tiny)
+#   --data-dir DIR an existing corpus (`speechssl corpus synth` layout: pretrain/ and the task
+#                  subsets); stage 0 then synthesizes nothing
+#   --exp-dir DIR  the experiment directory (default exp/ssamba_<preset>)
+#   --tasks        downstream tasks of stage 2 (default "ks sid")
+#   --downstream-updates N  updates of each downstream head (default 300)
+#   -- KEY=VALUE ... config overrides of `speechssl pretrain`, e.g.
+#                  bash recipes/ssamba/run.sh --preset nano -- trainer.max_updates=400 task.mask_mode=random
+#   --exp and --corpus are accepted for --exp-dir and --data-dir.
+#
+# Stages and their outputs (under --exp-dir):
+#   0  corpus    corpus/ (wav/, subsets read/ keywords/ ... with {train,valid,test}.tsv + labels)
+#                `speechssl corpus synth --preset <corpus-preset>`; skipped with --data-dir
+#   1  pretrain  pretrain/ (config.yaml, checkpoint_{best,last}.pt, metrics.jsonl, train.log)
+#                `speechssl pretrain --method ssamba --preset <preset>` on the corpus's pretrain/
+#                view (the train audio of read/ + keywords/ + commands/)
+#   2  evaluate  downstream/{ssamba,fbank}_<task>/result.json (a head on the frozen SSAMBA, and on
+#                the fbank baseline, for each task) and downstream/report/report.md
+#
+# Stages as in Kaldi/ESPnet: --stage N..--stop-stage M run; stages before N are taken as done
+# (their outputs must exist). A finished stage leaves <exp-dir>/.stage<N>.done (its wall time,
+# options and input digests) and is skipped on a rerun while those are unchanged; a stage whose
+# options or inputs changed, or that --stage names, is redone from scratch (a redone pretraining
+# moves the earlier pretrain/ to pretrain.prev/), and so is every later stage. An interrupted
+# stage resumes: pretraining from its checkpoint_last.pt, evaluation keeping its finished heads.
 set -euo pipefail
+
+recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+root=$(cd "$recipe_dir/../.." && pwd)
+# shellcheck source=recipes/lib.sh
+source "$root/recipes/lib.sh"
 
 stage=0
 stop_stage=2
 preset=nano
 corpus_preset=tiny
-corpus=""
-exp=""
+data_dir=
+exp_dir=
 tasks="ks sid"
 downstream_updates=300
-pretrain_overrides=()
+option_alias exp exp-dir
+option_alias corpus data-dir
+parse_options "$@"
+pretrain_overrides=("${extra_args[@]+"${extra_args[@]}"}")
 
-log() {
-  # timestamp, file:line of the caller, message (icefall style)
-  local fname=${BASH_SOURCE[1]##*/}
-  echo -e "$(date '+%Y-%m-%d %H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
-}
-
-usage() {
-  sed -n '2,/^set -euo/p' "$0" | sed '$d' | sed 's/^# \{0,1\}//'
-}
-
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage) stop_stage=$2; shift 2 ;;
-    --preset) preset=$2; shift 2 ;;
-    --corpus-preset) corpus_preset=$2; shift 2 ;;
-    --corpus) corpus=$2; shift 2 ;;
-    --exp) exp=$2; shift 2 ;;
-    --tasks) tasks=$2; shift 2 ;;
-    --downstream-updates) downstream_updates=$2; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    --) shift; pretrain_overrides=("$@"); break ;;
-    *) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
-  esac
+check_uint stage stop_stage downstream_updates
+case "$preset" in
+  nano|tiny|small|base) ;;
+  *) die "--preset must be nano, tiny, small or base, got '$preset'" ;;
+esac
+case "$corpus_preset" in
+  tiny|small|base) ;;
+  *) die "--corpus-preset must be tiny, small or base, got '$corpus_preset'" ;;
+esac
+for o in "${pretrain_overrides[@]+"${pretrain_overrides[@]}"}"; do
+  [[ $o =~ ^[A-Za-z_][A-Za-z0-9_.]*=.*$ ]] || die "pretraining overrides after -- must be KEY=VALUE, got '$o'"
 done
-
-corpus=${corpus:-data/corpus_${corpus_preset}}
-exp=${exp:-exp/ssamba_${preset}}
-mkdir -p "$exp"
-
-# The repository's virtual environment (tools/install.sh) unless one is active.
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-if [ -z "${VIRTUAL_ENV:-}" ] && [ -x "$root/.venv/bin/speechssl" ]; then
-  export PATH="$root/.venv/bin:$PATH"
-fi
-if ! command -v speechssl >/dev/null 2>&1; then
-  echo "the speechssl command is not on PATH; install the package (tools/install.sh) or activate its venv" >&2
-  exit 1
+: "${exp_dir:=exp/ssamba_$preset}"
+if [ -z "$data_dir" ]; then
+  corpus=$exp_dir/corpus
+  synth=true
+else
+  corpus=$data_dir
+  synth=false
+  [ -f "$corpus/pretrain/train.tsv" ] \
+    || die "--data-dir $corpus must be a corpus with pretrain/train.tsv (see 'speechssl corpus synth --help')"
 fi
 
-log "SSAMBA recipe: stages $stage..$stop_stage, preset $preset, corpus $corpus ($corpus_preset), exp $exp"
+use_venv
+mkdir -p "$exp_dir"
 
-if [ "$stage" -le 0 ] && [ "$stop_stage" -ge 0 ]; then
-  if [ -f "$corpus/.stage0.done" ]; then
-    log "Stage 0: corpus $corpus already built, skipping"
-  else
+log "SSAMBA recipe: stages $stage..$stop_stage, preset $preset, corpus $corpus ($corpus_preset), exp $exp_dir"
+
+if $synth; then
+  s0=(--opt synth corpus_preset --out "$corpus/pretrain/train.tsv")
+else
+  s0=(--opt synth --in "$corpus/pretrain/train.tsv" "$corpus/pretrain/valid.tsv" --out "$corpus/pretrain/train.tsv")
+fi
+if run_stage 0 "${s0[@]}"; then
+  if $synth; then
+    clear_outputs "$corpus"
     log "Stage 0: synthesizing the $corpus_preset corpus into $corpus"
     speechssl corpus synth --preset "$corpus_preset" --out "$corpus"
-    touch "$corpus/.stage0.done"
+  else
+    log "Stage 0: using the corpus in $corpus"
   fi
+  done_stage 0
 fi
 
-if [ "$stage" -le 1 ] && [ "$stop_stage" -ge 1 ]; then
-  if [ -f "$exp/.stage1.done" ]; then
-    log "Stage 1: $exp/pretrain already pretrained, skipping"
-  else
-    log "Stage 1: pretraining SSAMBA ($preset) on $corpus/pretrain"
-    speechssl pretrain --method ssamba --preset "$preset" --data "$corpus/pretrain" --exp-dir "$exp/pretrain" \
-      "${pretrain_overrides[@]}"
-    touch "$exp/.stage1.done"
-  fi
+if run_stage 1 --opt preset pretrain_overrides --in "$corpus/pretrain/train.tsv" "$corpus/pretrain/valid.tsv" \
+    --out "$exp_dir/pretrain/checkpoint_last.pt"; then
+  set_aside "$exp_dir/pretrain"
+  log "Stage 1: pretraining SSAMBA ($preset) on $corpus/pretrain"
+  speechssl pretrain --method ssamba --preset "$preset" --data "$corpus/pretrain" --exp-dir "$exp_dir/pretrain" \
+    "${pretrain_overrides[@]+"${pretrain_overrides[@]}"}"
+  done_stage 1
 fi
 
-if [ "$stage" -le 2 ] && [ "$stop_stage" -ge 2 ]; then
-  if [ -f "$exp/.stage2.done" ]; then
-    log "Stage 2: downstream evaluation already done, skipping"
-  else
-    ckpt=$exp/pretrain/checkpoint_best.pt
-    [ -f "$ckpt" ] || ckpt=$exp/pretrain/checkpoint_last.pt
-    if [ ! -f "$ckpt" ]; then
-      log "Stage 2: no checkpoint in $exp/pretrain; run stage 1 first"
-      exit 1
-    fi
-    for task in $tasks; do
-      for upstream in ssamba fbank; do
-        out=$exp/downstream/${upstream}_${task}
-        if [ -f "$out/.done" ]; then
-          log "Stage 2: $upstream on $task already evaluated ($out)"
-          continue
-        fi
-        log "Stage 2: training a $task head on the frozen $upstream upstream -> $out"
-        if [ "$upstream" = ssamba ]; then
-          source_args=(-u "$ckpt")
-        else
-          source_args=(-u fbank)
-        fi
-        speechssl downstream -m train "${source_args[@]}" -d "$task" --data "$corpus" -p "$out" \
-          -o "trainer.max_updates=$downstream_updates" --auto-resume
-        touch "$out/.done"
-      done
+ckpt=$exp_dir/pretrain/checkpoint_best.pt
+[ -f "$ckpt" ] || ckpt=$exp_dir/pretrain/checkpoint_last.pt
+ds_dir=$exp_dir/downstream
+results=()
+for task in $tasks; do
+  results+=("$ds_dir/ssamba_$task/result.json" "$ds_dir/fbank_$task/result.json")
+done
+mapfile -t data_files < <(find -L "$corpus" -maxdepth 2 -name '*.tsv' | LC_ALL=C sort)
+if run_stage 2 --opt tasks downstream_updates --in "$ckpt" "${data_files[@]}" \
+    --out "${results[@]}" "$ds_dir/report/report.md"; then
+  [ -f "$ckpt" ] || die "Stage 2: no checkpoint in $exp_dir/pretrain; run stage 1 first (--stage 1)"
+  clear_outputs "$ds_dir"
+  for task in $tasks; do
+    for upstream in ssamba fbank; do
+      out=$ds_dir/${upstream}_${task}
+      if [ "$stage_mode" = resume ] && [ -f "$out/result.json" ]; then
+        log "Stage 2: $upstream on $task already evaluated ($out), keeping it"
+        continue
+      fi
+      log "Stage 2: training a $task head on the frozen $upstream upstream -> $out"
+      if [ "$upstream" = ssamba ]; then
+        source_args=(-u "$ckpt")
+      else
+        source_args=(-u fbank)
+      fi
+      speechssl downstream -m train "${source_args[@]}" -d "$task" --data "$corpus" -p "$out" \
+        -o "trainer.max_updates=$downstream_updates" --auto-resume
     done
-    log "Stage 2: writing the report"
-    speechssl downstream report --out "$exp/downstream/report" "$exp/downstream"
-    touch "$exp/.stage2.done"
-    log "Stage 2: report in $exp/downstream/report/report.md"
-  fi
+  done
+  log "Stage 2: writing the report"
+  speechssl downstream report --out "$ds_dir/report" "$ds_dir"
+  log "Stage 2: report in $ds_dir/report/report.md"
+  done_stage 2
 fi
 
-log "done"
+log "finished stages $stage..$stop_stage in $exp_dir"

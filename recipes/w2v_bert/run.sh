@@ -30,8 +30,12 @@
 #   3  downstream    superb/downstream/<task>_{w2v_bert,fbank}/ heads on the frozen upstreams
 #                    (recipes/superb/run.sh), superb/report/report.md
 #
-# Every finished stage leaves <exp-dir>/.stage<N>.done (its wall time in seconds) and is skipped
-# on a rerun; delete the marker to redo it. Pretraining and downstream runs resume when interrupted.
+# Stages as in Kaldi/ESPnet: --stage N..--stop-stage M run; stages before N are taken as done
+# (their outputs must exist). A finished stage leaves <exp-dir>/.stage<N>.done (its wall time,
+# options and input digests) and is skipped on a rerun while those are unchanged; a stage whose
+# options or inputs changed, or that --stage names, is redone (a redone pretraining moves the
+# earlier pretrain/ to pretrain.prev/), and so is every later stage. Pretraining and downstream
+# runs resume when interrupted.
 set -euo pipefail
 
 recipe_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -51,31 +55,10 @@ tasks="pr asr ks qbe sid asv sd ic sf er"
 seeds="1"
 nj=2
 ngpu=0
-pretrain_overrides=()
+parse_options "$@"
+pretrain_overrides=("${extra_args[@]+"${extra_args[@]}"}")
 
-while [ $# -gt 0 ]; do
-  case "$1" in
-    --stage) stage=$2; shift 2 ;;
-    --stop-stage|--stop_stage) stop_stage=$2; shift 2 ;;
-    --preset) preset=$2; shift 2 ;;
-    --exp-dir|--exp_dir) exp_dir=$2; shift 2 ;;
-    --data-dir|--data_dir) data_dir=$2; shift 2 ;;
-    --eval-data|--eval_data) eval_data=$2; shift 2 ;;
-    --corpus-preset|--corpus_preset) corpus_preset=$2; shift 2 ;;
-    --corpus-seed|--corpus_seed) corpus_seed=$2; shift 2 ;;
-    --tasks) tasks=$2; shift 2 ;;
-    --seeds) seeds=$2; shift 2 ;;
-    --nj) nj=$2; shift 2 ;;
-    --ngpu) ngpu=$2; shift 2 ;;
-    -h|--help) usage; exit 0 ;;
-    --) shift; pretrain_overrides=("$@"); break ;;
-    *) die "unknown option '$1' (see --help)" ;;
-  esac
-done
-
-for v in stage stop_stage nj ngpu corpus_seed; do
-  [[ ${!v} =~ ^[0-9]+$ ]] || die "--${v//_/-} must be a non-negative integer, got '${!v}'"
-done
+check_uint stage stop_stage nj ngpu corpus_seed
 [ "$nj" -ge 1 ] || die "--nj must be at least 1, got $nj"
 case "$preset" in
   tiny|base) : "${corpus_preset:=$preset}" ;;
@@ -122,40 +105,52 @@ pretrain() {
 
 log "w2v-BERT recipe: preset=$preset exp_dir=$exp_dir data=$data_dir eval=$eval_data stages $stage..$stop_stage"
 
-if run_stage 0; then
+s0=(--opt synth synth_eval corpus_preset corpus_seed --out "$data_dir/train.tsv" "$eval_data")
+$synth || s0+=(--in "$data_dir/train.tsv" "$data_dir/valid.tsv")
+if run_stage 0 "${s0[@]}"; then
   if $synth; then
+    clear_outputs "$exp_dir/corpus"
     log "Stage 0: synthesize the $corpus_preset corpus (seed $corpus_seed) into $exp_dir/corpus"
     speechssl corpus synth --preset "$corpus_preset" --seed "$corpus_seed" --out "$exp_dir/corpus"
   else
     log "Stage 0: pretraining on the manifests in $data_dir"
   fi
   if $synth_eval; then
+    clear_outputs "$eval_data"
     log "Stage 0: synthesize the seed-0 $corpus_preset evaluation corpus into $eval_data"
     speechssl corpus synth --preset "$corpus_preset" --seed 0 --out "$eval_data"
   fi
   done_stage 0
 fi
 
-if run_stage 1; then
+if run_stage 1 --opt preset pretrain_overrides --in "$data_dir/train.tsv" "$data_dir/valid.tsv" --out "$ckpt"; then
+  set_aside "$exp_dir/pretrain"
   log "Stage 1: pretrain w2v-BERT ($preset) on $data_dir -> $exp_dir/pretrain"
   pretrain --method w2v_bert --preset "$preset" --data "$data_dir" --exp-dir "$exp_dir/pretrain" \
     "${pretrain_overrides[@]+"${pretrain_overrides[@]}"}"
   done_stage 1
 fi
 
-if run_stage 2; then
-  [ -f "$ckpt" ] || die "Stage 2: no checkpoint $ckpt; run stage 1 first"
+if run_stage 2 --in "$ckpt" --out "$exp_dir/model" "$exp_dir/model_hf"; then
+  [ -f "$ckpt" ] || die "Stage 2: no checkpoint $ckpt; run stage 1 first (--stage 1)"
+  clear_outputs "$exp_dir/model" "$exp_dir/model_hf"
   log "Stage 2: export $ckpt -> $exp_dir/model (speechssl) and $exp_dir/model_hf (transformers)"
   speechssl hub convert "$ckpt" "$exp_dir/model"
   speechssl hub convert "$exp_dir/model" "$exp_dir/model_hf" --to hf
   done_stage 2
 fi
 
-if run_stage 3; then
-  [ -d "$exp_dir/model" ] || die "Stage 3: no model directory $exp_dir/model; run stage 2 first"
+if run_stage 3 --opt tasks seeds --in "$exp_dir/model" --out "$exp_dir/superb/report/report.md"; then
+  [ -d "$exp_dir/model" ] || die "Stage 3: no model directory $exp_dir/model; run stage 2 first (--stage 2)"
   log "Stage 3: downstream tasks ($tasks) on the frozen w2v-BERT and fbank upstreams -> $exp_dir/superb"
-  bash "$root/recipes/superb/run.sh" --data "$eval_data" --upstream "w2v_bert=$exp_dir/model" \
-    --upstream fbank=fbank --tasks "$tasks" --seeds "$seeds" --nj "$nj" --exp-dir "$exp_dir/superb"
+  # the sweep's own markers and per-run records decide which heads to train again, unless this
+  # stage is redone on purpose (--stage 3, or its marker deleted): then every head is retrained
+  superb_args=(--data-dir "$eval_data" --upstream "w2v_bert=$exp_dir/model" --upstream fbank=fbank
+               --tasks "$tasks" --seeds "$seeds" --nj "$nj" --exp-dir "$exp_dir/superb")
+  case "$stage_why" in
+    forced|unmarked) bash "$root/recipes/superb/run.sh" --stage 1 "${superb_args[@]}" ;;
+    *) bash "$root/recipes/superb/run.sh" "${superb_args[@]}" ;;
+  esac
   done_stage 3
 fi
 

@@ -59,4 +59,4 @@ def test_lda_and_pretraining_stages_run_and_are_skipped_once_done(tmp_path: Path
     assert (tmp_path / "exp/iter1/checkpoint_last.pt").is_file()
     assert sorted(p.name for p in (tmp_path / "exp/hubertopic_stages").iterdir()) == [".stage1.done", ".stage2.done"]
     again = _bash(*args, cwd=tmp_path)
-    assert again.returncode == 0 and again.stderr.count("already done") == 2, again.stderr[-2000:]
+    assert again.returncode == 0 and again.stderr.count("skipped (up to date") == 2, again.stderr[-2000:]

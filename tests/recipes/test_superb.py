@@ -31,8 +31,9 @@ def test_help_lists_the_stages(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("args, message", [
-    ([], "--data CORPUS is required"),
-    (["--data", "nowhere"], "--data: no such directory 'nowhere'"),
+    ([], "--data-dir CORPUS is required"),
+    (["--data", "nowhere"], "--data-dir: no such directory 'nowhere'"),
+    (["--data-dir", "nowhere"], "--data-dir: no such directory 'nowhere'"),
     (["--data", "."], "give at least one --upstream NAME=SPEC"),
     (["--data", ".", "--upstream", "fbank"], "--upstream must be NAME=SPEC"),
     (["--data", ".", "--upstream", "a=fbank", "--nj", "0"], "--nj must be at least 1"),
@@ -77,10 +78,10 @@ def test_sweep_runs_every_pair_and_reports(tiny_corpus: Path, tmp_path: Path) ->
     table = (exp / "report/report.md").read_text()
     for name in ("fbank", "mfcc"):
         assert name in table
-    # a rerun skips the finished runs and leaves their results untouched
+    # a rerun skips the finished stages and leaves their results untouched
     r = _bash(*args, cwd=tmp_path, timeout=300)
     assert r.returncode == 0, r.stderr[-3000:]
-    assert len(re.findall(r"result\.json exists, skipping", r.stderr)) == 4
+    assert re.findall(r"Stage (\d): skipped \(up to date", r.stderr) == ["1", "2"]
     for (task, name), value in results.items():
         assert json.loads((exp / "downstream" / f"{task}_{name}" / "result.json").read_text())["value"] == value
 

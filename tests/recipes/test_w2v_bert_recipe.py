@@ -18,12 +18,9 @@ def _run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess
 
 
 def _fake_speechssl(tmp_path: Path) -> tuple[dict[str, str], Path]:
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    calls = tmp_path / "calls.txt"
-    (fake / "speechssl").write_text(f'#!/usr/bin/env bash\necho "$*" >> {calls}\n')
-    (fake / "speechssl").chmod(0o755)
-    return dict(os.environ, PATH=f"{fake}{os.pathsep}{os.environ['PATH']}", VIRTUAL_ENV=str(tmp_path)), calls
+    from tests.recipes.test_stages import fake_env
+
+    return fake_env(tmp_path)
 
 
 def test_help_lists_the_stages(tmp_path: Path) -> None:
@@ -53,11 +50,10 @@ def test_stages_call_corpus_pretrain_convert_and_skip_when_done(tmp_path: Path) 
     assert lines[1] == f"corpus synth --preset tiny --seed 0 --out {exp}/eval_corpus"
     assert lines[2] == (f"pretrain --method w2v_bert --preset tiny --data {exp}/corpus/pretrain "
                         f"--exp-dir {exp}/pretrain trainer.max_updates=7")
-    (exp / "pretrain").mkdir()
-    (exp / "pretrain" / "checkpoint_last.pt").touch()
-    r = _run("--exp-dir", str(exp), "--stop-stage", "2", cwd=tmp_path, env=env)
+    assert (exp / "pretrain" / "checkpoint_last.pt").is_file()
+    r = _run("--exp-dir", str(exp), "--stop-stage", "2", "--", "trainer.max_updates=7", cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
-    assert re.findall(r"Stage (\d): already done", r.stderr) == ["0", "1"]
+    assert re.findall(r"Stage (\d): skipped \(up to date", r.stderr) == ["0", "1"]
     assert calls.read_text().splitlines()[3:] == [
         f"hub convert {exp}/pretrain/checkpoint_last.pt {exp}/model",
         f"hub convert {exp}/model {exp}/model_hf --to hf"]
