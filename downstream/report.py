@@ -5,12 +5,28 @@
     DIR/report.md              upstream × task table (metric and direction in the header),
                                a one-line legend per task, secondary metrics, run details
     DIR/report.json            the same numbers, machine-readable
-    DIR/metrics.png            each task's metric per upstream (one panel per task)
+    DIR/metrics.png            each task's metric per upstream (one panel per task; see below)
     DIR/layer_weights.png      learned featurizer weights per layer, per task (weighted-sum runs)
 
 Several runs of one (task, upstream) pair (e.g. seeds) are averaged and shown as
-``mean ± std (n)``. A cell whose learning rate was chosen by a sweep (``--lr-sweep``) is
-marked † (the lr was chosen on the validation split; the test score is that lr's). The runs
+``mean ± std (n)``; the header says whether cells are single runs or means over runs, and
+names the corpus (and its preset, from its ``corpus.json``) the results were scored on.
+
+``metrics.png``: one bar per upstream with its value written on it; error bars are the 95 %
+Wilson interval of a test accuracy (from the number of scored items), else ± std over runs
+when a cell has several (each run is also drawn as a dot); per task, reference lines for
+chance (:func:`chance_level`), ``fbank`` and the best upstream. Panels of one metric kind
+share one y-axis starting at 0 (0–100 for percentages), so bar heights compare across tasks.
+
+A non-finite score (NaN) is never written as bare ``NaN``: ``report.json`` holds ``null`` and
+``nan_from`` names the result files it came from; the table shows ``NaN`` and lists them.
+
+The runs table's ``fingerprint`` is the upstream's :func:`speechssl.fingerprint.model_sha256`
+(method, config and every tensor; it keys the feature cache), which ``result.json`` records;
+``speechssl hub info`` prints another digest, the sha256 of ``model.safetensors``'s bytes, which
+the table gives beside it for upstreams loaded from a model directory that still exists.
+
+A cell whose learning rate was chosen by a sweep (``--lr-sweep``) is marked † (the lr was chosen on the validation split; the test score is that lr's). The runs
 table gives each run's lr and its updates as ``best of trained`` (the update of the evaluated
 checkpoint, of the updates trained, and whether early stopping ended the training).
 """
@@ -25,7 +41,8 @@ from typing import Any, Iterable
 
 from speechssl.atomic import atomic_open, atomic_write_text
 
-__all__ = ["collect_results", "render_markdown", "write_report", "TASK_ORDER"]
+__all__ = ["collect_results", "render_markdown", "write_report", "chance_level", "wilson_interval", "summarize",
+           "TASK_ORDER"]
 
 _log = logging.getLogger(__name__)
 
@@ -74,7 +91,7 @@ def collect_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
         for key in ("task", "metric", "value", "higher_is_better", "upstream"):
             if key not in r:
                 raise ValueError(f"{f}: not a downstream result (no {key!r})")
-        r["_path"] = str(f.parent)
+        r["_path"], r["_file"] = str(f.parent), f.name
         out.append(r)
     _check_cells(out)
     return out
@@ -95,7 +112,18 @@ def _check_cells(results: list[dict[str, Any]]) -> None:
                                  "upstream names (-u NAME) so the report does not average them as seeds")
 
 
+def _num(v: Any) -> float:
+    """A score as a float; ``None`` (a NaN that an earlier report wrote as null) is NaN."""
+    return math.nan if v is None else float(v)
+
+
+def _finite(values: Iterable[float]) -> bool:
+    return all(math.isfinite(v) for v in values)
+
+
 def _fmt(metric: str, values: list[float]) -> str:
+    if not _finite(values):
+        return "NaN"
     scale = 100.0 if metric in _PERCENT else 1.0
     digits = 2 if metric in _PERCENT else 4
     mean = sum(values) / len(values) * scale
@@ -123,6 +151,8 @@ def _upstreams_of(results: list[dict[str, Any]]) -> list[str]:
 
 
 SWEPT_MARK = "†"
+#: the upstream the reference line "fbank" is drawn for
+BASELINE = "fbank"
 
 
 def _updates(r: dict[str, Any]) -> str:
@@ -142,26 +172,201 @@ def _lr(r: dict[str, Any]) -> str:
     return "–" if lr is None else f"{lr:g}"
 
 
+def wilson_interval(p: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % (``z = 1.96``) Wilson score interval of a proportion ``p`` measured on ``n`` items.
+
+    Unlike ``p ± z·√(p(1-p)/n)`` it stays inside [0, 1] and is not empty at p = 0 or 1.
+    """
+    if n <= 0:
+        raise ValueError(f"wilson_interval needs n > 0 items, got {n}")
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z / denom * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def chance_level(metric: str, prediction_files: Iterable[Path] = ()) -> tuple[float, str] | None:
+    """What a trivial system scores, in the metric's own units (fractions for percentages).
+
+    - ``accuracy``: the majority-class rate of the test targets (always answering the most
+      frequent class), read from a run's ``predictions_<split>.tsv`` (``id, prediction, target``);
+    - ``per``/``wer``/``cer``/``slot_cer``/``der``: 1.0, an empty output (every reference unit deleted,
+      all speech missed);
+    - ``eer``: 0.5, random scores; ``mtwv``: 0.0, detecting nothing; ``slot_f1``: 0.0.
+
+    Returns:
+        ``(value, what it is)``, or None when the metric has no such level (or, for accuracy,
+        no predictions file can be read).
+    """
+    fixed = {"per": (1.0, "empty output"), "wer": (1.0, "empty output"), "cer": (1.0, "empty output"),
+             "slot_cer": (1.0, "empty output"), "der": (1.0, "no speech detected"),
+             "eer": (0.5, "random scores"), "mtwv": (0.0, "detecting nothing"), "slot_f1": (0.0, "no slots")}
+    if metric in fixed:
+        return fixed[metric]
+    if metric != "accuracy":
+        return None
+    for path in prediction_files:
+        try:
+            lines = [ln.split("\t") for ln in Path(path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except OSError:
+            continue
+        targets = [parts[2] for parts in lines if len(parts) == 3]
+        if targets and len(targets) == len(lines):
+            counts = {t: targets.count(t) for t in set(targets)}
+            top = max(counts, key=lambda t: (counts[t], t))
+            if len(set(counts.values())) == 1:
+                return counts[top] / len(targets), f"{len(counts)} equally frequent classes"
+            return counts[top] / len(targets), f"majority class {top!r}"
+    return None
+
+
 def _table(results: list[dict[str, Any]]) -> dict[str, Any]:
     cells: dict[tuple[str, str], list[float]] = defaultdict(list)
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     swept: set[tuple[str, str]] = set()
     secondary: dict[tuple[str, str], dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     meta: dict[str, dict[str, Any]] = {}
     sizes: dict[str, set[tuple[int, str]]] = defaultdict(set)
+    nan_from: dict[tuple[str, str], list[str]] = defaultdict(list)
     for r in results:
         key = (r["task"], r["upstream"]["name"])
-        cells[key].append(float(r["value"]))
+        value = _num(r["value"])
+        cells[key].append(value)
+        runs[key].append(r)
+        if not math.isfinite(value):
+            nan_from[key].append(str(Path(r["_path"]) / r.get("_file", "result.json")))
         if r.get("lr_sweep"):
             swept.add(key)
         for m, v in r.get("metrics", {}).items():
-            if m != r["metric"] and isinstance(v, (int, float)):
-                secondary[key][m].append(float(v))
+            if m != r["metric"] and (isinstance(v, (int, float)) or v is None):
+                secondary[key][m].append(_num(v))
         meta[r["task"]] = {"metric": r["metric"], "higher_is_better": r["higher_is_better"],
                            "description": r.get("description", "")}
         scored = r.get("scored")
         if scored:
             sizes[r["task"]].add((int(scored["count"]), str(scored["unit"])))
-    return {"cells": cells, "secondary": secondary, "meta": meta, "sizes": sizes, "swept": swept}
+    return {"cells": cells, "runs": runs, "secondary": secondary, "meta": meta, "sizes": sizes, "swept": swept,
+            "nan_from": nan_from}
+
+
+def _best(t: dict[str, Any], task: str) -> tuple[float, set[str]] | None:
+    """The best finite mean of ``task`` and every upstream tied for it (None without a finite cell)."""
+    m = t["meta"][task]
+    scored = {u: sum(v) / len(v) for (tk, u), v in t["cells"].items() if tk == task and _finite(v)}
+    if not scored:
+        return None
+    top = (max if m["higher_is_better"] else min)(scored.values())
+    return top, {u for u, v in scored.items() if math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-12)}
+
+
+def _cell(t: dict[str, Any], task: str, up: str) -> dict[str, Any] | None:
+    """One cell's statistics in the metric's units: mean, std, interval and where it came from."""
+    values = t["cells"].get((task, up))
+    if not values:
+        return None
+    metric = t["meta"][task]["metric"]
+    out: dict[str, Any] = {"values": values, "n_runs": len(values), "mean": None, "std": None,
+                           "interval": None, "nan_from": t["nan_from"].get((task, up), [])}
+    if not _finite(values):
+        return out
+    mean = sum(values) / len(values)
+    out["mean"] = mean
+    if len(values) > 1:
+        out["std"] = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+    counts = [int(r["scored"]["count"]) for r in t["runs"][(task, up)] if r.get("scored")]
+    if metric == "accuracy" and counts and min(counts) > 0 and 0.0 <= mean <= 1.0:
+        lo, hi = wilson_interval(mean, min(counts))
+        out["interval"] = {"low": lo, "high": hi, "kind": f"95 % Wilson interval over {min(counts)} test items"}
+    elif out["std"] is not None:
+        out["interval"] = {"low": mean - out["std"], "high": mean + out["std"],
+                           "kind": f"± std over {len(values)} runs"}
+    return out
+
+
+def _chance(t: dict[str, Any], task: str) -> tuple[float, str] | None:
+    files = [Path(r["_path"]) / f"predictions_{r.get('split') or 'test'}.tsv"
+             for (tk, _), rs in sorted(t["runs"].items()) if tk == task for r in rs]
+    return chance_level(t["meta"][task]["metric"], files)
+
+
+def _corpora(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The corpora the results were scored on (``config.run.data``), with their card when present."""
+    by_path: dict[str, dict[str, Any]] = {}
+    for r in results:
+        data = str((((r.get("config") or {}).get("run") or {}).get("data")) or "")
+        entry = by_path.setdefault(data, {"path": data or None, "tasks": []})
+        if r["task"] not in entry["tasks"]:
+            entry["tasks"].append(r["task"])
+    for data, entry in by_path.items():
+        card_path = Path(data) / "corpus.json" if data else None
+        card: dict[str, Any] = {}
+        if card_path is not None and card_path.is_file():
+            try:
+                card = json.loads(card_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                card = {}
+        entry.update({k: card.get(k) for k in ("name", "preset", "seed", "hours")})
+        entry["card"] = bool(card)
+    return list(by_path.values())
+
+
+def _corpus_text(c: dict[str, Any]) -> str:
+    if not c["path"]:
+        return "unknown (the results do not record config.run.data)"
+    if not c["card"]:
+        return f"`{c['path']}` (no corpus.json there: not the embedded corpus, or moved; preset unknown)"
+    bits = [str(c.get("name") or "corpus"), f"preset `{c.get('preset')}`"]
+    if c.get("seed") is not None:
+        bits.append(f"seed {c['seed']}")
+    if c.get("hours") is not None:
+        bits.append(f"{c['hours']:.2f} h")
+    return f"`{c['path']}` ({', '.join(bits)})"
+
+
+def _corpus_title(c: dict[str, Any]) -> str:
+    """Short form for the figure: ``speechssl-espeak tiny (seed 0): …/hubert/corpus``."""
+    if not c["path"]:
+        return "corpus unknown"
+    parts = Path(c["path"]).parts
+    short = c["path"] if len(c["path"]) <= 40 else "…/" + "/".join(parts[-2:])
+    if not c["card"]:
+        return f"corpus {short} (preset unknown)"
+    seed = f", seed {c['seed']}" if c.get("seed") is not None else ""
+    return f"{c.get('name') or 'corpus'} preset {c.get('preset')}{seed}: {short}"
+
+
+def _runs_sentence(t: dict[str, Any]) -> str:
+    counts = sorted({len(v) for v in t["cells"].values()})
+    if counts == [1]:
+        return "Each cell is a single run (one seed), so no spread across runs is known."
+    if len(counts) == 1:
+        return f"Each cell is the mean ± std over {counts[0]} runs (seeds)."
+    return ("Cells with several runs show mean ± std (runs); the others are single runs "
+            f"({sum(len(v) == 1 for v in t['cells'].values())} of {len(t['cells'])} cells).")
+
+
+_HUB_SHA: dict[str, str | None] = {}
+
+
+def _hub_sha256(r: dict[str, Any]) -> str | None:
+    """The ``model.safetensors`` sha256 that ``speechssl hub info`` prints for the run's upstream,
+    when it was loaded from a model directory (``-k`` or ``-u``) that still exists."""
+    up = r["upstream"]
+    src = up.get("ckpt") or up.get("name")
+    if not src or up.get("method") in ("fbank", "mfcc", "spectrogram", "pixels") or str(src).startswith("random:"):
+        return None
+    if src not in _HUB_SHA:
+        sha = None
+        try:
+            from speechssl import hub
+
+            path = hub.resolve(src)
+            if path.is_dir() and (path / "config.json").is_file():
+                sha = json.loads((path / "config.json").read_text(encoding="utf-8")).get("sha256")
+        except (OSError, ValueError, KeyError):
+            sha = None
+        _HUB_SHA[src] = sha if isinstance(sha, str) else None
+    return _HUB_SHA[src]
 
 
 def _test_size(metric: str, sizes: set[tuple[int, str]]) -> str:
@@ -181,6 +386,10 @@ def _test_size(metric: str, sizes: set[tuple[int, str]]) -> str:
     return text + "."
 
 
+def _fmt_ref(metric: str, value: float) -> str:
+    return f"{value * 100:.2f} %" if metric in _PERCENT else f"{value:.4f}"
+
+
 def render_markdown(results: list[dict[str, Any]], plots: list[str] | None = None) -> str:
     """The report as markdown (see the module docstring)."""
     t = _table(results)
@@ -192,14 +401,17 @@ def render_markdown(results: list[dict[str, Any]], plots: list[str] | None = Non
         header.append(f"{task} {_METRIC_NAMES.get(m['metric'], m['metric'])}{_unit(m['metric'])} {arrow}")
     best: dict[str, set[str]] = {}  # every upstream tied for the best value is bold
     for task in tasks:
-        m = t["meta"][task]
-        scored = {u: sum(v) / len(v) for (tk, u), v in t["cells"].items() if tk == task}
-        if len(scored) > 1:
-            top = (max if m["higher_is_better"] else min)(scored.values())
-            best[task] = {u for u, v in scored.items() if math.isclose(v, top, rel_tol=1e-9, abs_tol=1e-12)}
-    lines = ["# Downstream evaluation", "",
+        b = _best(t, task)
+        if b is not None and len({u for (tk, u) in t["cells"] if tk == task}) > 1:
+            best[task] = b[1]
+    corpora = _corpora(results)
+    if len(corpora) == 1:
+        where = f"Corpus: {_corpus_text(corpora[0])}."
+    else:
+        where = "Corpora: " + "; ".join(f"{', '.join(c['tasks'])} on {_corpus_text(c)}" for c in corpora) + "."
+    lines = ["# Downstream evaluation", "", where, "",
              "Each column is a task scored by its metric; ↑ means higher is better, ↓ lower is better. "
-             "The best upstream per task is in bold (all of them on a tie). Several runs of a cell show mean ± std (runs).", "",
+             "The best upstream per task is in bold (all of them on a tie). " + _runs_sentence(t), "",
              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for u in ups:
         row = [f"`{u}`"]
@@ -212,6 +424,10 @@ def render_markdown(results: list[dict[str, Any]], plots: list[str] | None = Non
             text = f"**{text}**" if u in best.get(task, ()) else text
             row.append(f"{text} {SWEPT_MARK}" if (task, u) in t["swept"] else text)
         lines.append("| " + " | ".join(row) + " |")
+    if t["nan_from"]:
+        files = sorted(f for fs in t["nan_from"].values() for f in fs)
+        lines += ["", f"NaN: {len(files)} run(s) scored NaN (a diverged head or an empty test set); the cell shows "
+                  "NaN and report.json holds null with nan_from naming the file: " + ", ".join(files) + "."]
     if t["swept"]:
         lines += ["", f"{SWEPT_MARK} best of a learning-rate sweep: one head per lr, the lr chosen by the "
                   "validation split's metric, the test score that lr's (every lr's scores are in its "
@@ -224,6 +440,19 @@ def render_markdown(results: list[dict[str, Any]], plots: list[str] | None = Non
         lines.append(f"- **{task}** — {desc}. Metric: {_METRIC_NAMES.get(m['metric'], m['metric'])} "
                      f"({'higher' if m['higher_is_better'] else 'lower'} is better): {help_}."
                      + _test_size(m["metric"], t["sizes"].get(task, set())))
+    lines += ["", "## Reference levels", "",
+              "The lines of metrics.png: chance is what a trivial system scores (accuracy: always the test "
+              "set's most frequent class; error rates: an empty output; EER: random scores; MTWV: detecting "
+              "nothing), fbank the fbank baseline, best the best upstream.", "",
+              "| task | chance | fbank | best |", "|---|---|---|---|"]
+    for task in tasks:
+        metric = t["meta"][task]["metric"]
+        chance, base, b = _chance(t, task), _cell(t, task, BASELINE), _best(t, task)
+        lines.append(f"| {task} | "
+                     + (f"{_fmt_ref(metric, chance[0])} ({chance[1]})" if chance else "–") + " | "
+                     + (_fmt_ref(metric, base["mean"]) if base and base["mean"] is not None else "–") + " | "
+                     + (f"{_fmt_ref(metric, b[0])} ({', '.join(f'`{u}`' for u in sorted(b[1]))})" if b else "–")
+                     + " |")
     sec_lines = []
     for task in tasks:
         for u in ups:
@@ -234,44 +463,126 @@ def render_markdown(results: list[dict[str, Any]], plots: list[str] | None = Non
     if sec_lines:
         lines += ["", "## Other metrics", "", "| task | upstream | metrics |", "|---|---|---|", *sec_lines]
     lines += ["", "## Runs", "", "Updates: the update of the evaluated (best validation) checkpoint, of the "
-              "updates trained.", "",
-              "| task | upstream | hash | featurizer | seed | lr | updates | experiment |",
-              "|---|---|---|---|---|---|---|---|"]
+              "updates trained. Fingerprint: sha256 over the upstream's method, config and every tensor "
+              "(what result.json records and the feature cache is keyed by); `speechssl hub info` prints a "
+              "different digest of a model directory, the sha256 of its model.safetensors file, given in the "
+              "next column where the upstream came from a model directory that still exists.", "",
+              "| task | upstream | fingerprint | hub info sha256 | featurizer | seed | lr | updates | experiment |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(results, key=lambda r: (tasks.index(r["task"]), ups.index(r["upstream"]["name"]))):
         feat = r.get("featurizer") or {}
         mode = "weighted sum" if feat.get("layer") is None else f"layer {feat.get('layer')}"
         if feat.get("normalize"):
             mode += ", normalised"
+        hub_sha = _hub_sha256(r)
         lines.append(f"| {r['task']} | `{r['upstream']['name']}` | {str(r['upstream'].get('hash', ''))[:12]} | "
+                     f"{hub_sha[:12] if hub_sha else '–'} | "
                      f"{mode} | {r.get('seed', '')} | {_lr(r)} | {_updates(r)} | {r['_path']} |")
     if plots:
-        lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
+        lines += ["", "## Plots", ""]
+        if "metrics.png" in plots:
+            lines += ["metrics.png: one bar per upstream with its value on it. Error bars: the 95 % Wilson "
+                      "interval of a test accuracy (from the scored items), else ± std over runs for cells with "
+                      "several (each run a dot); none for a single run of another metric. Lines: chance "
+                      "(dashed grey), fbank (dotted black), best (dash-dot red). Panels of one metric kind "
+                      "share one y-axis from 0.", ""]
+        lines += [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
 
 
-def _plot_metrics(results: list[dict[str, Any]], path: Path) -> None:
+# reference lines of metrics.png: gid -> (label, line style, colour)
+REFERENCE_LINES = {"chance": ("chance", "--", "0.45"), "fbank": ("fbank", ":", "black"),
+                   "best": ("best", "-.", "tab:red")}
+
+
+def _plot_metrics(results: list[dict[str, Any]], path: Path) -> Any:
+    """Draw ``metrics.png``; returns the (closed) matplotlib Figure for inspection."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
     t = _table(results)
     tasks, ups = _tasks_of(results), _upstreams_of(results)
     cols = min(len(tasks), 5)
     rows = math.ceil(len(tasks) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.4 * cols, 3.0 * rows + 0.9), squeeze=False)
+    panels = []
     for ax, task in zip(axes.flat, tasks):
         m = t["meta"][task]
         scale = 100.0 if m["metric"] in _PERCENT else 1.0
-        vals = [sum(t["cells"].get((task, u), [math.nan])) / len(t["cells"].get((task, u), [1])) * scale
-                for u in ups]
-        ax.bar(range(len(ups)), vals, color=[f"C{i}" for i in range(len(ups))])
+        cells = [_cell(t, task, u) for u in ups]
+        heights = [c["mean"] * scale if c and c["mean"] is not None else 0.0 for c in cells]
+        ax.bar(range(len(ups)), heights, color=[f"C{i}" for i in range(len(ups))],
+               alpha=0.85, zorder=2)
+        tops = list(heights)
+        with_bars = [i for i, c in enumerate(cells) if c and c["interval"]]
+        if with_bars:
+            lo = [heights[i] - cells[i]["interval"]["low"] * scale for i in with_bars]
+            hi = [cells[i]["interval"]["high"] * scale - heights[i] for i in with_bars]
+            ax.errorbar(with_bars, [heights[i] for i in with_bars], yerr=[lo, hi], fmt="none", ecolor="black",
+                        elinewidth=1, capsize=3, zorder=4)
+            for i in with_bars:
+                tops[i] = max(tops[i], cells[i]["interval"]["high"] * scale)
+        for i, c in enumerate(cells):
+            if c and c["n_runs"] > 1 and c["mean"] is not None:
+                ax.plot([i] * c["n_runs"], [v * scale for v in c["values"]], "o", ms=3, color="black",
+                        zorder=5, gid="runs")
+                tops[i] = max([tops[i]] + [v * scale for v in c["values"]])
+        refs: dict[str, float] = {}
+        chance = _chance(t, task)
+        if chance is not None:
+            refs["chance"] = chance[0] * scale
+        base = _cell(t, task, BASELINE)
+        if base and base["mean"] is not None:
+            refs["fbank"] = base["mean"] * scale
+        b = _best(t, task)
+        if b is not None:
+            refs["best"] = b[0] * scale
+        for gid, y in refs.items():
+            label, style, colour = REFERENCE_LINES[gid]
+            ax.axhline(y, ls=style, color=colour, lw=1.1, zorder=3, gid=gid, label=label)
+        panels.append((ax, task, cells, heights, tops, refs, scale))
         ax.set_xticks(range(len(ups)))
         ax.set_xticklabels(ups, rotation=30, ha="right", fontsize=7)
         arrow = "↑" if m["higher_is_better"] else "↓"
         ax.set_title(f"{task}: {_METRIC_NAMES.get(m['metric'], m['metric'])}{_unit(m['metric'])} {arrow}", fontsize=9)
+        ax.grid(axis="y", color="0.9", zorder=0)
+    # one y range per metric kind (percentages / other scores), from 0, shared by its panels
+    kinds: dict[bool, list[Any]] = defaultdict(list)
+    for panel in panels:
+        kinds[panel[6] == 100.0].append(panel)
+    for percent, group in kinds.items():
+        values = [v for p in group for v in p[4] + list(p[5].values())]
+        top = max([100.0 if percent else 1.0] + values)
+        bottom = min([0.0] + values)
+        for ax, *_ in group:
+            ax.set_ylim(bottom, top * 1.14)
+    for ax, task, cells, heights, tops, refs, scale in panels:
+        metric = t["meta"][task]["metric"]
+        span = ax.get_ylim()[1] - ax.get_ylim()[0]
+        for i, c in enumerate(cells):
+            if c is None:
+                continue
+            if c["mean"] is None:
+                ax.text(i, ax.get_ylim()[0] + 0.02 * span, "NaN", ha="center", va="bottom", fontsize=7,
+                        color="tab:red", gid="value")
+                continue
+            text = f"{heights[i]:.1f}" if metric in _PERCENT else f"{heights[i]:.3f}"
+            ax.text(i, tops[i] + 0.015 * span, text, ha="center", va="bottom", fontsize=7, gid="value", zorder=6,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.6, "alpha": 0.85})
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
-    _save(fig, path)
+    corpora = _corpora(results)
+    where = "; ".join(_corpus_title(c) for c in corpora)
+    counts = sorted({len(v) for v in t["cells"].values()})
+    runs = ("single runs" if counts == [1] else f"mean of {counts[0]} runs" if len(counts) == 1
+            else "mean over runs where a cell has several, else single runs")
+    fig.suptitle(f"{where} · {runs} · error bars: 95 % interval (accuracy) or ± std (runs)", fontsize=9)
+    handles = [Line2D([], [], ls=style, color=colour, label=label) for label, style, colour in REFERENCE_LINES.values()]
+    fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    _save(fig, path, rect=(0, 0.06, 1, 0.95))
+    return fig
 
 
 def _plot_layer_weights(results: list[dict[str, Any]], path: Path) -> bool:
@@ -300,13 +611,45 @@ def _plot_layer_weights(results: list[dict[str, Any]], path: Path) -> bool:
     return True
 
 
-def _save(fig: Any, path: Path) -> None:
+def _save(fig: Any, path: Path, rect: tuple[float, float, float, float] | None = None) -> None:
     import matplotlib.pyplot as plt
 
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png", dpi=110)
     plt.close(fig)
+
+
+def _json_safe(obj: Any) -> Any:
+    """``obj`` with every non-finite float replaced by None (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``report.json``'s rows: one per (task, upstream) cell, JSON-safe (no NaN: null + ``nan_from``)."""
+    t = _table(results)
+    corpora = {task: c for c in _corpora(results) for task in c["tasks"]}
+    out = []
+    for (task, u), v in sorted(t["cells"].items()):
+        cell = _cell(t, task, u)
+        chance = _chance(t, task)
+        c = corpora.get(task) or {}
+        first = t["runs"][(task, u)][0]
+        out.append(_json_safe({
+            "task": task, "upstream": u, "metric": t["meta"][task]["metric"],
+            "higher_is_better": t["meta"][task]["higher_is_better"], "values": v,
+            "mean": cell["mean"], "std": cell["std"], "n_runs": cell["n_runs"], "interval": cell["interval"],
+            "nan_from": cell["nan_from"], "chance": None if chance is None else {"value": chance[0], "what": chance[1]},
+            "lr_swept": (task, u) in t["swept"],
+            "corpus": {"path": c.get("path"), "preset": c.get("preset"), "seed": c.get("seed")},
+            "upstream_fingerprint": first["upstream"].get("hash"), "hub_sha256": _hub_sha256(first)}))
+    return out
 
 
 def write_report(paths: Iterable[str | Path], out: str | Path) -> Path:
@@ -321,11 +664,6 @@ def write_report(paths: Iterable[str | Path], out: str | Path) -> Path:
         plots.append("layer_weights.png")
     md = render_markdown(results, plots)
     atomic_write_text(out / "report.md", md)
-    t = _table(results)
-    summary = [{"task": task, "upstream": u, "metric": t["meta"][task]["metric"],
-                "higher_is_better": t["meta"][task]["higher_is_better"], "values": v,
-                "mean": sum(v) / len(v), "lr_swept": (task, u) in t["swept"]}
-               for (task, u), v in sorted(t["cells"].items())]
-    atomic_write_text(out / "report.json", json.dumps(summary, indent=1) + "\n")
+    atomic_write_text(out / "report.json", json.dumps(summarize(results), indent=1, allow_nan=False) + "\n")
     _log.info("report of %d results: %s", len(results), out / "report.md")
     return out / "report.md"
