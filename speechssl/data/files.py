@@ -43,22 +43,17 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
 def _npy_header(path: Path) -> tuple[tuple[int, ...], np.dtype]:
-    """Shape and dtype of a ``.npy`` file, read from its header only."""
+    """Shape and dtype of a ``.npy`` file (header checked against the file's size: a truncated
+    or non-.npy file is refused in one line, speechssl.safe_io.load_npy)."""
+    from speechssl.safe_io import load_npy
+
     try:
-        with open(path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
-            elif version == (2, 0):
-                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
-            else:
-                arr = np.load(path, mmap_mode="r", allow_pickle=False)
-                shape, dtype = arr.shape, arr.dtype
+        arr = load_npy(path)
     except FileNotFoundError:
         raise
-    except Exception as exc:  # numpy raises ValueError or others on a broken header
-        raise FormatError(f"not a readable .npy file ({exc})") from None
-    return tuple(int(n) for n in shape), np.dtype(dtype)
+    except ValueError as exc:
+        raise FormatError(str(exc).removeprefix(f"{path}: ")) from None
+    return tuple(int(n) for n in arr.shape), np.dtype(arr.dtype)
 
 
 def probe_image(path: Path) -> int:

@@ -73,10 +73,12 @@ class PointDataset(FileDataset):
         path = self.path(index)
         if not path.is_file():
             raise FileNotFoundError(f"{self.where(index)}: points file not found: {path}")
-        try:
-            arr = np.load(path, allow_pickle=False)
+        from speechssl.safe_io import load_npy
+
+        try:  # truncated, non-.npy and object files named in one line
+            arr = load_npy(path, mmap_mode=None, expected="an (N, 3) float point array")
         except ValueError as exc:
-            raise self.fail(index, f"not a readable .npy file ({exc})") from None
+            raise self.fail(index, str(exc).removeprefix(f"{path}: ")) from None
         if arr.ndim != 2 or arr.shape[1] != 3 or arr.dtype.kind != "f" or arr.shape[0] != self.manifest.sizes[index]:
             raise self.fail(index, f"expected a ({self.manifest.sizes[index]}, 3) float array, "
                                    f"got {arr.shape} {arr.dtype}")

@@ -85,10 +85,12 @@ class VideoDataset(FileDataset):
                     raise self.fail(index, f"frame {files[i].name} is {tuple(image.shape)} but frame "
                                            f"{files[int(frames[0])].name} is {tuple(images[0].shape)}")
             return torch.stack(images, dim=1)  # (C, T, H, W)
-        try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        from speechssl.safe_io import load_npy
+
+        try:  # a truncated file is named as such, not "mmap length is greater than file size"
+            arr = load_npy(path, expected="a (T, H, W, C) uint8 video array")
         except ValueError as exc:
-            raise self.fail(index, f"not a readable .npy file ({exc})") from None
+            raise self.fail(index, str(exc).removeprefix(f"{path}: ")) from None
         if arr.ndim != 4 or arr.dtype != np.uint8 or arr.shape[3] not in (1, 3) or arr.shape[0] != total:
             raise self.fail(index, f"expected a ({total}, H, W, C) uint8 array with C = 1 or 3, "
                                    f"got {arr.shape} {arr.dtype}")

@@ -154,15 +154,16 @@ class CmvnStats:
     @classmethod
     def load(cls, path: str | Path) -> "CmvnStats":
         """Read statistics written by :meth:`save` (or any ``(2, D + 1)`` Kaldi stats in ``.npy``)."""
+        from speechssl.safe_io import check_finite, load_npy
+
         path = Path(path)
-        try:
-            array = np.load(path, allow_pickle=False)
+        try:  # names truncated, non-.npy and object files in one line
+            array = load_npy(path, mmap_mode=None, expected="CMVN stats (a (2, D + 1) .npy)")
         except FileNotFoundError:
             raise FileNotFoundError(f"CMVN stats not found: {path}") from None
-        except ValueError as exc:
-            raise ValueError(f"{path}: not a .npy CMVN stats file ({exc})") from None
         if array.ndim != 2 or array.shape[0] != 2 or array.shape[1] < 2:
             raise ValueError(f"{path}: expected CMVN stats of shape (2, D + 1), got {array.shape}")
+        check_finite(array, str(path))
         out = cls(array.shape[1] - 1)
         out.stats = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float64))
         out._check_nonempty()
