@@ -9,10 +9,16 @@ Specs, in the order they are tried:
 ``random:<method>[@preset]``   a randomly initialised model of a registered method
 a path                         a hub model directory or a training checkpoint (``hub.load``)
 a name                         a model in the local zoo (``hub.load``)
+``<path or name>@<subnet>``    one subnet of a weight-sharing supernet (LightHuBERT), as
+                               ``hub.load(path, subnet=...)``: ``@max``, ``@min``, ``@small``,
+                               ``@embed=256,heads=4,ffn=3,layers=10`` (an existing path that
+                               holds ``@`` is read as a path)
 =============================  ===========================================================
 
-``-k/--upstream_ckpt PATH`` loads PATH through the hub instead; ``-u`` is then the name the
-results carry, and when it is a registered method the loaded model must be of that method.
+``-k/--upstream_ckpt PATH`` loads PATH through the hub instead (``PATH@<subnet>`` too); ``-u``
+is then the name the results carry, and when it is a registered method the loaded model must
+be of that method. A subnet's standalone model has its own config and weights, so its hash (and
+feature cache) is its own.
 
 The runner never imports a specific upstream: everything goes through :mod:`speechssl.hub`
 and :mod:`speechssl.registry`.
@@ -108,7 +114,8 @@ def load_upstream(spec: str, *, ckpt: str | Path | None = None, seed: int = 0,
 
     if not spec:
         baselines = "fbank|mfcc|spectrogram" if modality == "audio" else "pixels[@SIZExC]"
-        raise ValueError(f"no upstream given: pass -u {baselines}|random:<method>[@preset]|PATH|NAME")
+        raise ValueError(f"no upstream given: pass -u {baselines}|random:<method>[@preset]|PATH|NAME"
+                         "[@SUBNET]")
     if ckpt is not None:
         model = _hub_load(ckpt, device)
         method = getattr(model, "method", None)
@@ -156,8 +163,9 @@ def _hub_load(name_or_path: str | Path, device: torch.device | str) -> nn.Module
         from speechssl import hub
     except ImportError as exc:  # pragma: no cover - the hub ships with speechssl
         raise RuntimeError(f"cannot import speechssl.hub to load {name_or_path!r}: {exc}") from exc
+    src, subnet = hub.split_subnet(str(name_or_path))
     try:
-        return hub.load(str(name_or_path), device=device)
+        return hub.load(src, device=device, subnet=subnet)
     except (FileNotFoundError, KeyError) as exc:
         raise type(exc)(
             f"upstream {str(name_or_path)!r} is not a baseline ({', '.join(BASELINE_FEATURES)}), "

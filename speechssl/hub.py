@@ -13,6 +13,14 @@ a speechssl training checkpoint (``checkpoint_last.pt``), a fairseq HuBERT / wav
 ``.pt`` and a Hugging Face ``HubertModel`` / ``Wav2Vec2Model`` directory. Every ``.pt`` is
 read with ``torch.load(weights_only=True)`` and an explicit allow-list; a file that refers to
 anything else is refused (:class:`UnsafeCheckpointError`) before any of it runs.
+
+Weight-sharing supernets (LightHuBERT) have subnets: ``hub.load(path, subnet="min")`` returns
+the standalone model of one subnet (only its weights, the supernet's hidden states for that
+subnet), ``hub.convert(src, dst, subnet=...)`` / ``hub.export(src, name, subnet=...)`` write it
+as a model directory that plain ``hub.load`` reads, and ``hub.info(src, subnets=[...])`` lists
+params, MACs (and with ``time_forward`` the forward time) of each. The spec syntax is the
+method's (LightHuBERT: ``max``, ``min``, ``small``, ``base``, ``embed=E,heads=H,ffn=R,layers=L``).
+A ``subnet=`` for any other model is refused in one line.
 """
 from __future__ import annotations
 
@@ -31,6 +39,7 @@ from speechssl._hub.modeldir import (
     write_model_dir,
 )
 from speechssl._hub.sources import detect_format, foreign_readers, formats, normalise_path, read_record
+from speechssl._hub.subnets import forward_ms, is_supernet, select_subnet, split_subnet, subnet_rows
 from speechssl._hub.zoo import ZooEntry, is_name, list_zoo, model_home, zoo_dir, zoo_path
 from speechssl.config import to_dict
 from speechssl.convert.safe_load import UnsafeCheckpointError
@@ -38,7 +47,7 @@ from speechssl.registry import get_method
 
 __all__ = [
     "save", "load", "resolve", "info", "list_models", "export", "convert", "model_home",
-    "ModelInfo", "ZooEntry", "HubError", "UnsafeCheckpointError", "formats", "targets",
+    "ModelInfo", "ZooEntry", "HubError", "UnsafeCheckpointError", "formats", "targets", "split_subnet",
 ]
 
 
@@ -89,7 +98,7 @@ def resolve(name_or_path: str | Path) -> Path:
 
 
 def load(name_or_path: str | Path, device: str | torch.device = "cpu", verify: bool = True,
-         fmt: str = "auto") -> torch.nn.Module:
+         fmt: str = "auto", subnet: str | None = None) -> torch.nn.Module:
     """A ready upstream model (eval mode) from a model directory, zoo name or checkpoint.
 
     Args:
@@ -98,19 +107,24 @@ def load(name_or_path: str | Path, device: str | torch.device = "cpu", verify: b
         device: where the model goes.
         verify: check the model directory's sha256 before loading (``False`` skips it).
         fmt: force a source format (one of :func:`formats`); ``auto`` recognises it.
+        subnet: a supernet's subnet spec (e.g. ``"min"``, ``"embed=256,heads=4,ffn=3,layers=10"``):
+            return that subnet's standalone model; None: the model as saved.
 
     Returns:
         The model: ``model(wavs) -> {"hidden_states", "last_hidden_state", "lengths"}``.
 
     Raises:
-        FileNotFoundError, HubError (tampered, malformed, or weights not fitting the config),
-        UnsafeCheckpointError (a ``.pt`` referring to a refused global), RegistryError (unknown method).
+        FileNotFoundError, HubError (tampered, malformed, or weights not fitting the config; a
+        ``subnet`` for a model without subnets, or outside its search space), UnsafeCheckpointError
+        (a ``.pt`` referring to a refused global), RegistryError (unknown method).
     """
     path = resolve(name_or_path)
     record = read_record(path, fmt, verify=verify)
     model = build_model(record, str(path), device)
     if record.source:
         model.hub_source = record.source
+    if subnet is not None:
+        model = select_subnet(model, subnet, str(path))
     return model
 
 
@@ -136,6 +150,9 @@ class ModelInfo:
         speechssl_version: the version that wrote it (model directories only).
         source: provenance recorded at conversion.
         config: the full config.
+        subnets: a supernet's subnet table (:func:`speechssl._hub.subnets.subnet_rows`: name,
+            subnet spec, params, MACs per ``num_samples``, forward_ms), the whole supernet last; for
+            another model timed with ``time_forward``, one row ``name="model"``; else None.
     """
 
     path: Path
@@ -153,6 +170,7 @@ class ModelInfo:
     speechssl_version: str | None
     source: dict[str, Any]
     config: dict[str, Any]
+    subnets: list[dict[str, Any]] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON-able dict."""
@@ -208,11 +226,19 @@ def _shape_model(method: str, config: dict[str, Any], where: str, weight_bytes: 
     return spec.build(cfg)
 
 
-def info(name_or_path: str | Path, verify: bool = True, fmt: str = "auto") -> ModelInfo:
-    """Describe a model directory (or any loadable source) without running it.
+def info(name_or_path: str | Path, verify: bool = True, fmt: str = "auto", *, subnets: list[str] | None = None,
+         time_forward: bool = False, num_samples: int = 16000, repeats: int = 5) -> ModelInfo:
+    """Describe a model directory (or any loadable source); it runs only with ``time_forward``.
+
+    Args:
+        subnets: subnet specs to tabulate (a supernet's active subnet and the whole supernet are
+            always in its table); given for a model without subnets: HubError.
+        time_forward: time a forward of one ``num_samples`` waveform (median of ``repeats``) of each
+            subnet's standalone model, or of the model itself; loads the weights.
+        num_samples: input length of the MAC count and the timing (default 1 s at 16 kHz).
 
     Raises:
-        HubError: with ``verify``, a model directory whose weights fail their sha256.
+        HubError: with ``verify``, a model directory whose weights fail their sha256; a bad subnet spec.
     """
     path = normalise_path(resolve(name_or_path))
     kind = detect_format(path) if fmt == "auto" else fmt
@@ -239,6 +265,15 @@ def info(name_or_path: str | Path, verify: bool = True, fmt: str = "auto") -> Mo
             verified = True
     size = weights.stat().st_size if weights is not None else 0
     model = _shape_model(method, config, str(path), size)
+    runnable = load(path, verify=False, fmt=fmt) if time_forward else model
+    rows = None
+    if subnets or is_supernet(model):
+        rows = subnet_rows(runnable, list(subnets or []), str(path), num_samples=num_samples,
+                           time_forward=time_forward, repeats=repeats)
+    elif time_forward:
+        rows = [{"name": "model", "subnet": None, "params": sum(p.numel() for p in model.parameters()),
+                 "macs": None,
+                 "forward_ms": round(forward_ms(runnable, num_samples, repeats), 3)}]
     spec = get_method(method)
     rate = getattr(model, "downsample_rate", None) if spec.modality == "audio" else None
     return ModelInfo(
@@ -246,7 +281,7 @@ def info(name_or_path: str | Path, verify: bool = True, fmt: str = "auto") -> Mo
         preset=_preset_of(method, config), sizes=_sizes(config),
         num_parameters=sum(p.numel() for p in model.parameters()),
         downsample_rate=None if rate is None else int(rate), hidden_sizes=[int(d) for d in model.hidden_sizes],
-        sha256=sha, verified=verified, speechssl_version=version, source=source, config=config)
+        sha256=sha, verified=verified, speechssl_version=version, source=source, config=config, subnets=rows)
 
 
 def list_models() -> list[ZooEntry]:
@@ -255,9 +290,9 @@ def list_models() -> list[ZooEntry]:
 
 
 def export(src: str | Path, name: str, *, verify: bool = True, overwrite: bool = False,
-           fmt: str = "auto") -> Path:
+           fmt: str = "auto", subnet: str | None = None) -> Path:
     """Put ``src`` into the zoo as ``name``: a model directory is copied (hash checked), anything
-    else is converted.
+    else is converted; with ``subnet``, that subnet's standalone model is written (:func:`convert`).
 
     Raises:
         FileExistsError-like HubError: ``name`` exists and ``overwrite`` is False.
@@ -269,7 +304,7 @@ def export(src: str | Path, name: str, *, verify: bool = True, overwrite: bool =
     if dst.exists() and not overwrite:
         raise HubError(f"the zoo already has a model named {name!r} at {dst}; pass overwrite=True "
                        "(CLI: --force) to replace it")
-    if detect_format(src_path) == "speechssl" and fmt in ("auto", "speechssl"):
+    if subnet is None and detect_format(src_path) == "speechssl" and fmt in ("auto", "speechssl"):
         if verify:
             meta = read_meta(src_path)
             check_sha256(src_path / WEIGHTS_NAME, meta["sha256"])
@@ -279,11 +314,11 @@ def export(src: str | Path, name: str, *, verify: bool = True, overwrite: bool =
             shutil.copytree(src_path, staged, dirs_exist_ok=True)
             replace_dir(staged, dst)
         return dst
-    return convert(src_path, dst, src_format=fmt, to="speechssl", verify=verify)
+    return convert(src_path, dst, src_format=fmt, to="speechssl", verify=verify, subnet=subnet)
 
 
 def convert(src: str | Path, dst: str | Path, *, src_format: str = "auto", to: str = "speechssl",
-            verify: bool = True) -> Path:
+            verify: bool = True, subnet: str | None = None) -> Path:
     """Convert ``src`` (any readable source) to a speechssl model directory or a Hugging Face one.
 
     Args:
@@ -292,6 +327,8 @@ def convert(src: str | Path, dst: str | Path, *, src_format: str = "auto", to: s
         src_format: one of :func:`formats`.
         to: one of :func:`targets` (``speechssl``, ``hf``: for methods with an ``"hf"`` converter).
         verify: check the source's sha256 when it is a model directory.
+        subnet: a supernet's subnet spec: write that subnet's standalone model (only its weights;
+            plain :func:`load` reads it) instead of the whole model.
 
     Returns:
         ``dst`` as a Path.
@@ -302,8 +339,13 @@ def convert(src: str | Path, dst: str | Path, *, src_format: str = "auto", to: s
     record = read_record(src_path, src_format, verify=verify)
     # Build and load strictly before writing anything: a conversion that does not fit fails here.
     model = build_model(record, str(src_path))
+    source = record.source
+    if subnet is not None:
+        model.hub_source = dict(record.source)
+        model = select_subnet(model, subnet, str(src_path))
+        source = model.hub_source
     if to != "speechssl":
         return foreign_readers()[to].write_dir(model, dst)
     record = WeightsRecord(method=record.method, config=to_dict(model.config),
-                           state_dict=model.state_dict(), source=record.source)
+                           state_dict=model.state_dict(), source=source)
     return write_model_dir(dst, record)

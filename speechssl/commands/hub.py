@@ -12,6 +12,8 @@ _log = logging.getLogger(__name__)
 _SOURCES = "a model directory, a zoo name, a speechssl training checkpoint (checkpoint_*.pt), " \
            "or a foreign checkpoint some method converts (fairseq HuBERT/wav2vec 2.0 .pt, Hugging Face " \
            "HubertModel/Wav2Vec2Model directory)"
+_SUBNET_HELP = ("a supernet's subnet (LightHuBERT: max, min, small, base, or embed=E,heads=H,ffn=R,layers=L "
+                "with per-layer heads/ffn joined by ':', fields left out at the search space's largest)")
 _FROM_HELP = ("source format: auto (default), speechssl, checkpoint, or a foreign format a registered "
               "method converts (fairseq, hf)")
 
@@ -34,6 +36,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="src_format", default="auto", metavar="FORMAT", help=_FROM_HELP)
     p.add_argument("--no-verify", action="store_true", help="do not check the sha256 of model.safetensors")
     p.add_argument("--json", action="store_true", help="print the description as one JSON object")
+    p.add_argument("--subnet", dest="subnets", action="append", metavar="SPEC",
+                   help=_SUBNET_HELP + "; repeat for a table: params and MACs (per --seconds of audio) of each, "
+                        "then of the whole supernet (default: the subnet it runs)")
+    p.add_argument("--time", dest="time_forward", action="store_true",
+                   help="also time one CPU forward of each subnet's standalone model, or of "
+                        "the model itself; median of --repeats")
+    p.add_argument("--seconds", type=float, default=1.0, metavar="S",
+                   help="audio length for the MAC count and the timing (default 1.0)")
+    p.add_argument("--repeats", type=int, default=5, metavar="N", help="timed forwards (default 5)")
 
     p = sub.add_parser("export", help="copy a model directory (or convert a checkpoint) into the zoo",
                        description=f"Put SRC ({_SOURCES}) into the zoo under NAME, so that "
@@ -43,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--from", dest="src_format", default="auto", metavar="FORMAT", help=_FROM_HELP)
     p.add_argument("--force", action="store_true", help="replace an existing zoo model of that name")
     p.add_argument("--no-verify", action="store_true", help="do not check the source's sha256")
+    p.add_argument("--subnet", metavar="SPEC", help=_SUBNET_HELP + ": export only that subnet's weights as a "
+                                                                   "standalone model")
 
     p = sub.add_parser("convert", help="convert fairseq / Hugging Face / training checkpoints",
                        description=f"Convert SRC ({_SOURCES}) to DST, a speechssl model directory "
@@ -57,6 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--to", dest="target", default="speechssl", metavar="FORMAT",
                    help="output format: speechssl (default) or a foreign format with an exporter (hf)")
     p.add_argument("--no-verify", action="store_true", help="do not check the source's sha256")
+    p.add_argument("--subnet", metavar="SPEC", help=_SUBNET_HELP + ": write only that subnet's weights as a "
+                                                                   "standalone model")
 
 
 def _human(n: int) -> str:
@@ -87,10 +102,27 @@ def _print_info(info) -> None:  # noqa: ANN001 - speechssl.hub.ModelInfo, import
         text = f"{src.get('format', '?')} {src.get('path', '')}".strip()
         if src.get("dropped"):
             text += f"; dropped pretraining-only: {', '.join(src['dropped'])}"
-        rows.append(("converted from", text))
+        if text != "?":
+            rows.append(("converted from", text))
+        if src.get("subnet"):
+            rows.append(("subnet of", f"{src.get('supernet', '?')} ({src['subnet']})"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key + ':':<{width + 1}} {value}")
+    if info.subnets:
+        _print_subnets(info.subnets)
+
+
+def _print_subnets(table: list[dict]) -> None:
+    """The subnet table: name, spec, params, MACs (per the --seconds input), forward time."""
+    header = ("name", "subnet", "params", "MACs", "forward")
+    lines = [header] + [(r["name"], r["subnet"] or "-", f"{r['params']:,} ({_human(r['params'])})",
+                         "-" if r["macs"] is None else _human(r["macs"]),
+                         "-" if r["forward_ms"] is None else f"{r['forward_ms']:.1f} ms") for r in table]
+    widths = [max(len(str(line[i])) for line in lines) for i in range(len(header))]
+    print("subnets:")
+    for line in lines:
+        print("  " + "  ".join(f"{str(v):<{w}}" for v, w in zip(line, widths)).rstrip())
 
 
 def main(args: argparse.Namespace) -> int:
@@ -116,7 +148,11 @@ def main(args: argparse.Namespace) -> int:
                   f"speechssl {e.speechssl_version or '?'}{state}")
         return 0
     if verb == "info":
-        info = hub.info(args.src, verify=not args.no_verify, fmt=args.src_format)
+        if args.seconds <= 0 or args.repeats < 1:
+            raise ValueError(f"--seconds must be > 0 and --repeats >= 1, got {args.seconds} and {args.repeats}")
+        info = hub.info(args.src, verify=not args.no_verify, fmt=args.src_format, subnets=args.subnets,
+                        time_forward=args.time_forward, num_samples=int(round(args.seconds * 16000)),
+                        repeats=args.repeats)
         if args.json:
             print(json.dumps(info.to_json()))
         else:
@@ -124,13 +160,13 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if verb == "export":
         dst = hub.export(args.src, args.name, verify=not args.no_verify, overwrite=args.force,
-                         fmt=args.src_format)
+                         fmt=args.src_format, subnet=args.subnet)
         _log.info("exported %s to the zoo as %r (%s)", args.src, args.name, dst)
         print(dst)
         return 0
     if verb == "convert":
         dst = hub.convert(args.src, args.dst, src_format=args.src_format, to=args.target,
-                          verify=not args.no_verify)
+                          verify=not args.no_verify, subnet=args.subnet)
         _log.info("converted %s to %s (%s)", args.src, dst, args.target)
         print(dst)
         return 0

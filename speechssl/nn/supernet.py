@@ -24,6 +24,18 @@ Slicing rules (those of the official LightHuBERT code, mechanicalsea/lighthubert
   last block's first; e.g. 10 layers drop layers 8 and 12, 1-based).
 
 A subnet's config ``Subnet.heads[i]`` / ``ffn_dims[i]`` apply to the ``i``-th *kept* layer.
+
+Standalone subnets: :meth:`SupernetEncoder.extract` copies a subnet's slices into the state
+dict of a :class:`SupernetEncoder` of width ``E`` whose layers have their own heads and FFN
+widths (``layer_heads`` / ``layer_ffn_dims``); that encoder, run whole, computes what the
+supernet computes when it runs the subnet. The position convolution's kernel is stored already
+normalised (``weight_v`` = the supernet's sliced effective kernel, ``weight_g = ||weight_v||``).
+
+Subnet specs (:func:`parse_spec` / :func:`format_spec`): comma-separated ``field=value`` with
+fields ``embed`` (``E``), ``heads`` (per layer), ``ffn`` (FFN ratio ``F_l / E`` per layer) and
+``layers`` (``L'``); a per-layer field is one value for every layer or ``L'`` values joined by
+``:``; a field left out takes the search space's largest value, e.g. ``embed=256,heads=4,ffn=3,layers=10``
+or ``embed=64,heads=1:2,ffn=3:4``. Every value must be one of the search space's.
 """
 from __future__ import annotations
 
@@ -41,7 +53,8 @@ from speechssl.nn.lengths import padding_mask as make_padding_mask
 from speechssl.nn.pos_conv import ConvPositionalEmbedding
 from speechssl.nn.transformer import init_bert_params
 
-__all__ = ["Subnet", "SearchSpace", "depth_map", "ffn_units", "SupernetLayer", "SupernetEncoder"]
+__all__ = ["Subnet", "SearchSpace", "depth_map", "ffn_units", "parse_spec", "format_spec", "SPEC_FIELDS",
+           "SupernetLayer", "SupernetEncoder"]
 
 
 @dataclass(frozen=True)
@@ -152,6 +165,36 @@ class SearchSpace:
         return (subnet.embed_dim in self.embed_dims and subnet.num_layers in self.layers
                 and all(h in self.heads for h in subnet.heads) and all(f in ratios for f in subnet.ffn_dims))
 
+    def allowed(self, field: str) -> str:
+        """The values spec field ``field`` (:data:`SPEC_FIELDS`) may take, as text (``"256, 384, 512"``)."""
+        values = {"embed": self.embed_dims, "heads": self.heads, "ffn": self.ffn_ratios, "layers": self.layers}[field]
+        return ", ".join(f"{v:g}" for v in sorted(values))
+
+    def check(self, subnet: Subnet, name: str = "") -> None:
+        """Raise ValueError naming the spec field (and its allowed values) when ``subnet`` is not in the space.
+
+        Args:
+            name: how the message names the subnet (default its :func:`format_spec`).
+        """
+        name = name or format_spec(subnet)
+        E = subnet.embed_dim
+
+        def fail(field: str, value: str) -> None:
+            raise ValueError(f"subnet {name!r}: {field}={value} is not in the search space; {field} may be "
+                             f"{self.allowed(field)}")
+
+        if E not in self.embed_dims:
+            fail("embed", str(E))
+        if subnet.num_layers not in self.layers:
+            fail("layers", str(subnet.num_layers))
+        for h in subnet.heads:
+            if h not in self.heads:
+                fail("heads", str(h))
+        dims = {int(r * E): r for r in self.ffn_ratios}
+        for f in subnet.ffn_dims:
+            if f not in dims:
+                fail("ffn", f"{f / E:g} (FFN width {f} at embed {E})")
+
 
 def depth_map(total: int, keep: int) -> list[int]:
     """Indices (0-based) of the layers a ``keep``-layer subnet of a ``total``-layer supernet runs.
@@ -189,21 +232,107 @@ def ffn_units(dim: int, ffn_dim: int, embed_dim: int, sub_ffn: int) -> torch.Ten
     return torch.cat(parts)
 
 
+#: the fields of a subnet spec (see the module docstring)
+SPEC_FIELDS = ("embed", "heads", "ffn", "layers")
+
+
+def _spec_values(text: str, field: str, kind: type, spec: str) -> list[Any]:
+    try:
+        values = [kind(v) for v in text.split(":")]
+    except ValueError:
+        raise ValueError(f"subnet {spec!r}: {field}={text!r} is not {'an integer' if kind is int else 'a number'}"
+                         + (" or values joined by ':'" if field in ("heads", "ffn") else "")) from None
+    if len(values) > 1 and field in ("embed", "layers"):
+        raise ValueError(f"subnet {spec!r}: {field} takes one value, got {text!r}")
+    return values
+
+
+def parse_spec(spec: str, space: SearchSpace) -> Subnet:
+    """The subnet a ``field=value,...`` spec names (grammar in the module docstring), checked against ``space``.
+
+    Raises:
+        ValueError: one line naming the spec, the field and the values it may take.
+    """
+    fields: dict[str, str] = {}
+    for part in spec.split(","):
+        key, eq, value = part.strip().partition("=")
+        key = key.strip()
+        if not eq or not value.strip():
+            raise ValueError(f"subnet {spec!r}: expected field=value pairs separated by ',' with fields "
+                             f"{', '.join(SPEC_FIELDS)}, got {part.strip()!r}")
+        if key not in SPEC_FIELDS:
+            raise ValueError(f"subnet {spec!r}: unknown field {key!r}; fields are {', '.join(SPEC_FIELDS)}")
+        if key in fields:
+            raise ValueError(f"subnet {spec!r}: field {key!r} given twice")
+        fields[key] = value.strip()
+    embed = _spec_values(fields["embed"], "embed", int, spec)[0] if "embed" in fields else max(space.embed_dims)
+    heads = _spec_values(fields["heads"], "heads", int, spec) if "heads" in fields else [max(space.heads)]
+    ratios = _spec_values(fields["ffn"], "ffn", float, spec) if "ffn" in fields else [max(space.ffn_ratios)]
+    per_layer = {len(v) for v in (heads, ratios) if len(v) > 1}
+    if "layers" in fields:
+        layers = _spec_values(fields["layers"], "layers", int, spec)[0]
+    elif per_layer:
+        layers = per_layer.pop()
+    else:
+        layers = max(space.layers)
+    if layers not in space.layers:
+        raise ValueError(f"subnet {spec!r}: layers={layers} is not in the search space; layers may be "
+                         f"{space.allowed('layers')}")
+    for field, values in (("heads", heads), ("ffn", ratios)):
+        if len(values) not in (1, layers):
+            raise ValueError(f"subnet {spec!r}: {field} has {len(values)} values for {layers} layers; give one "
+                             f"value or {layers} joined by ':'")
+    if embed not in space.embed_dims:
+        raise ValueError(f"subnet {spec!r}: embed={embed} is not in the search space; embed may be "
+                         f"{space.allowed('embed')}")
+    for h in heads:
+        if h not in space.heads:
+            raise ValueError(f"subnet {spec!r}: heads={h} is not in the search space; heads may be "
+                             f"{space.allowed('heads')}")
+    for r in ratios:
+        if not any(math.isclose(r, a) for a in space.ffn_ratios):
+            raise ValueError(f"subnet {spec!r}: ffn={r:g} is not in the search space; ffn may be "
+                             f"{space.allowed('ffn')}")
+    heads = heads * layers if len(heads) == 1 else heads
+    ratios = ratios * layers if len(ratios) == 1 else ratios
+    subnet = Subnet(embed, tuple(heads), tuple(int(r * embed) for r in ratios))
+    space.check(subnet, spec)
+    return subnet
+
+
+def format_spec(subnet: Subnet) -> str:
+    """``subnet`` as a spec ``embed=E,heads=H,ffn=R,layers=L`` (per-layer values joined by ``:`` when they differ)."""
+    E = subnet.embed_dim
+
+    def join(values: Sequence[Any]) -> str:
+        values = [f"{v:g}" for v in values]
+        return values[0] if len(set(values)) == 1 else ":".join(values)
+
+    return (f"embed={E},heads={join(subnet.heads)},ffn={join([f / E for f in subnet.ffn_dims])},"
+            f"layers={subnet.num_layers}")
+
+
 def _layer_norm(x: torch.Tensor, norm: nn.LayerNorm, e: int) -> torch.Tensor:
     return F.layer_norm(x, (e,), norm.weight[:e], norm.bias[:e], norm.eps)
 
 
 class _SlicedSelfAttention(nn.Module):
-    """fairseq-named q/k/v/out projections, run on their first ``H`` heads and ``E`` input dims."""
+    """fairseq-named q/k/v/out projections, run on their first ``H`` heads and ``E`` input dims.
 
-    def __init__(self, dim: int, num_heads: int, dropout: float) -> None:
+    ``num_heads`` heads of ``head_dim`` (default ``dim / num_heads``): the projections are
+    ``dim → num_heads * head_dim`` and back.
+    """
+
+    def __init__(self, dim: int, num_heads: int, dropout: float, head_dim: int | None = None) -> None:
         super().__init__()
-        self.head_dim = dim // num_heads
+        self.head_dim = head_dim or dim // num_heads
+        self.num_heads = num_heads
         self.dropout = dropout
-        self.k_proj = nn.Linear(dim, dim)
-        self.v_proj = nn.Linear(dim, dim)
-        self.q_proj = nn.Linear(dim, dim)
-        self.out_proj = nn.Linear(dim, dim)
+        A = num_heads * self.head_dim
+        self.k_proj = nn.Linear(dim, A)
+        self.v_proj = nn.Linear(dim, A)
+        self.q_proj = nn.Linear(dim, A)
+        self.out_proj = nn.Linear(A, dim)
 
     def forward(self, x: torch.Tensor, heads: int, key_padding_mask: torch.Tensor | None) -> torch.Tensor:
         """``x``: ``(B, T, E)`` → ``(B, T, E)`` through ``heads`` heads."""
@@ -229,15 +358,17 @@ class SupernetLayer(nn.Module):
         dim, ffn_dim, num_heads: the supernet's ``D``, ``F_full`` and heads.
         dropout, attention_dropout, activation_dropout, activation_fn, layer_norm_first,
         layer_norm_eps: as :class:`~speechssl.nn.transformer.TransformerEncoderLayer`.
+        head_dim: dims per head (default ``dim / num_heads``).
     """
 
     def __init__(self, dim: int, ffn_dim: int, num_heads: int, *, dropout: float = 0.1,
                  attention_dropout: float = 0.1, activation_dropout: float = 0.0, activation_fn: str = "gelu",
-                 layer_norm_first: bool = False, layer_norm_eps: float = 1e-5) -> None:
+                 layer_norm_first: bool = False, layer_norm_eps: float = 1e-5, head_dim: int | None = None) -> None:
         super().__init__()
         self.dim, self.ffn_dim = dim, ffn_dim
         self.layer_norm_first = layer_norm_first
-        self.self_attn = _SlicedSelfAttention(dim, num_heads, attention_dropout)
+        self.self_attn = _SlicedSelfAttention(dim, num_heads, attention_dropout, head_dim)
+        self.num_heads, self.head_dim = num_heads, self.self_attn.head_dim
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(activation_dropout)
         self.dropout3 = nn.Dropout(dropout)
@@ -281,22 +412,32 @@ class SupernetEncoder(nn.Module):
         dim, ffn_dim, num_layers, num_heads: the supernet's sizes.
         dropout, attention_dropout, activation_dropout, activation_fn, layer_norm_first,
         layer_norm_eps, conv_pos, conv_pos_groups: as :class:`~speechssl.nn.transformer.TransformerEncoder`.
+        head_dim: dims per head (default ``dim / num_heads``).
+        layer_heads, layer_ffn_dims: each layer's own heads and FFN width (an extracted subnet,
+            :meth:`extract`); None: ``num_heads`` and ``ffn_dim`` in every layer.
     """
 
     def __init__(self, dim: int, ffn_dim: int, num_layers: int, num_heads: int, *, dropout: float = 0.1,
                  attention_dropout: float = 0.1, activation_dropout: float = 0.0, activation_fn: str = "gelu",
                  layer_norm_first: bool = False, layer_norm_eps: float = 1e-5, conv_pos: int = 128,
-                 conv_pos_groups: int = 16) -> None:
+                 conv_pos_groups: int = 16, head_dim: int | None = None,
+                 layer_heads: Sequence[int] | None = None, layer_ffn_dims: Sequence[int] | None = None) -> None:
         super().__init__()
-        self.dim, self.ffn_dim, self.num_heads = dim, ffn_dim, num_heads
+        layer_heads = list(layer_heads) if layer_heads else [num_heads] * num_layers
+        layer_ffn_dims = list(layer_ffn_dims) if layer_ffn_dims else [ffn_dim] * num_layers
+        if not len(layer_heads) == len(layer_ffn_dims) == num_layers:
+            raise ValueError(f"supernet: layer_heads ({len(layer_heads)}) and layer_ffn_dims ({len(layer_ffn_dims)}) "
+                             f"must name every one of the {num_layers} layers")
+        self.dim, self.ffn_dim, self.num_heads = dim, max(layer_ffn_dims), max(layer_heads)
+        self.head_dim = head_dim or dim // num_heads
         self.layer_norm_first = layer_norm_first
         self.pos_conv = ConvPositionalEmbedding(dim, conv_pos, conv_pos_groups)
         self.dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList([
-            SupernetLayer(dim, ffn_dim, num_heads, dropout=dropout, attention_dropout=attention_dropout,
+            SupernetLayer(dim, f, h, dropout=dropout, attention_dropout=attention_dropout,
                           activation_dropout=activation_dropout, activation_fn=activation_fn,
-                          layer_norm_first=layer_norm_first, layer_norm_eps=layer_norm_eps)
-            for _ in range(num_layers)
+                          layer_norm_first=layer_norm_first, layer_norm_eps=layer_norm_eps, head_dim=self.head_dim)
+            for h, f in zip(layer_heads, layer_ffn_dims)
         ])
         self.layer_norm = nn.LayerNorm(dim, eps=layer_norm_eps)
         self.layers.apply(init_bert_params)
@@ -306,13 +447,56 @@ class SupernetEncoder(nn.Module):
         if not 1 <= subnet.embed_dim <= self.dim or subnet.embed_dim % self.pos_conv[0].groups:
             raise ValueError(f"subnet: embed_dim {subnet.embed_dim} must be in 1..{self.dim} and divisible by "
                              f"{self.pos_conv[0].groups} (the position convolution's groups)")
-        depth_map(len(self.layers), subnet.num_layers)
-        for h, f in zip(subnet.heads, subnet.ffn_dims):
-            if not 1 <= h <= self.num_heads:
-                raise ValueError(f"subnet: {h} heads is not in 1..{self.num_heads}")
-            if not 1 <= f <= self.ffn_dim:
-                raise ValueError(f"subnet: ffn {f} is not in 1..{self.ffn_dim}")
-            ffn_units(self.dim, self.ffn_dim, subnet.embed_dim, f)
+        kept = depth_map(len(self.layers), subnet.num_layers)
+        for i, h, f in zip(kept, subnet.heads, subnet.ffn_dims):
+            layer = self.layers[i]
+            if not 1 <= h <= layer.num_heads:
+                raise ValueError(f"subnet: {h} heads is not in 1..{layer.num_heads} (layer {i + 1})")
+            if not 1 <= f <= layer.ffn_dim:
+                raise ValueError(f"subnet: ffn {f} is not in 1..{layer.ffn_dim} (layer {i + 1})")
+            ffn_units(self.dim, layer.ffn_dim, subnet.embed_dim, f)
+
+    @torch.no_grad()
+    def extract(self, subnet: Subnet) -> dict[str, torch.Tensor]:
+        """The state dict of a standalone encoder that computes ``subnet``.
+
+        That encoder is ``SupernetEncoder(E, max(ffn_dims), L', max(heads), head_dim=self.head_dim,
+        layer_heads=subnet.heads, layer_ffn_dims=subnet.ffn_dims, ...)``; run whole, it gives this
+        encoder's hidden states for ``subnet``. Tensors are fresh copies (CPU or wherever the weights are).
+        """
+        self.check(subnet)
+        E = subnet.embed_dim
+        conv = self.pos_conv[0]
+        kernel = conv.weight[:E, : E // conv.groups].detach().clone()  # the effective (normalised) kernel
+        out: dict[str, torch.Tensor] = {
+            "pos_conv.0.weight_v": kernel,
+            "pos_conv.0.weight_g": kernel.norm(dim=[d for d in range(3) if d != conv.dim], keepdim=True),
+        }
+        if conv.bias is not None:
+            out["pos_conv.0.bias"] = conv.bias[:E].clone()
+        for j, (i, h, f) in enumerate(zip(depth_map(len(self.layers), subnet.num_layers), subnet.heads,
+                                          subnet.ffn_dims)):
+            layer, p = self.layers[i], f"layers.{j}."
+            A = h * layer.head_dim
+            attn = layer.self_attn
+            for name in ("k_proj", "v_proj", "q_proj"):
+                lin = getattr(attn, name)
+                out[p + f"self_attn.{name}.weight"] = lin.weight[:A, :E].clone()
+                out[p + f"self_attn.{name}.bias"] = lin.bias[:A].clone()
+            out[p + "self_attn.out_proj.weight"] = attn.out_proj.weight[:E, :A].clone()
+            out[p + "self_attn.out_proj.bias"] = attn.out_proj.bias[:E].clone()
+            units = ffn_units(self.dim, layer.ffn_dim, E, f).to(layer.fc1.weight.device)
+            out[p + "fc1.weight"] = layer.fc1.weight[units, :E].clone()
+            out[p + "fc1.bias"] = layer.fc1.bias[units].clone()
+            out[p + "fc2.weight"] = layer.fc2.weight[:E, units].clone()
+            out[p + "fc2.bias"] = layer.fc2.bias[:E].clone()
+            for name in ("self_attn_layer_norm", "final_layer_norm"):
+                norm = getattr(layer, name)
+                out[p + f"{name}.weight"] = norm.weight[:E].clone()
+                out[p + f"{name}.bias"] = norm.bias[:E].clone()
+        out["layer_norm.weight"] = self.layer_norm.weight[:E].clone()
+        out["layer_norm.bias"] = self.layer_norm.bias[:E].clone()
+        return out
 
     def _position(self, x: torch.Tensor) -> torch.Tensor:
         """Sliced conv position embedding of ``x`` ``(B, T, E)`` (padded frames zero) → ``(B, T, E)``."""
@@ -363,7 +547,7 @@ class SupernetEncoder(nn.Module):
         conv = self.pos_conv[0]
         total = T * E * (E // conv.groups) * conv.kernel_size
         for h, f in zip(subnet.heads, subnet.ffn_dims):
-            A = h * (self.dim // self.num_heads)
+            A = h * self.head_dim
             total += 4 * T * E * A + 2 * T * T * A + 2 * T * E * f
         return total
 
@@ -373,6 +557,6 @@ class SupernetEncoder(nn.Module):
         conv = self.pos_conv[0]
         total = E * (E // conv.groups) * conv.kernel_size + E + 2 * E
         for h, f in zip(subnet.heads, subnet.ffn_dims):
-            A = h * (self.dim // self.num_heads)
+            A = h * self.head_dim
             total += 3 * (E * A + A) + (A * E + E) + (E * f + f) + (f * E + E) + 4 * E
         return total

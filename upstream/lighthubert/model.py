@@ -9,11 +9,13 @@ Parameter names are fairseq's / the official LightHuBERT checkpoint's (``feature
 ``layer_norm``, ``post_extract_proj``, ``mask_emb``, ``encoder.pos_conv.0.weight_g``,
 ``encoder.layers.{i}.self_attn.q_proj`` ...). The upstream runs :attr:`subnet` (the config's,
 by default the search space's largest); :meth:`encode` takes any subnet of the space.
+:meth:`extract_subnet` returns the standalone model of one subnet (only its weights), which
+``speechssl.hub.load(path, subnet=...)`` and ``speechssl hub export --subnet`` give.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
 import torch
 from torch import nn
@@ -21,9 +23,9 @@ from torch.nn import functional as F
 
 from speechssl.nn.conv_extractor import ConvFeatureExtractor
 from speechssl.nn.lengths import conv_out_lengths, pad_waveforms
-from speechssl.nn.supernet import Subnet, SupernetEncoder
+from speechssl.nn.supernet import Subnet, SupernetEncoder, format_spec
 from speechssl.nn.trunk import conv_features, time_mask
-from speechssl.upstream.lighthubert.config import LightHubertConfig
+from speechssl.upstream.lighthubert.config import LightHubertConfig, parse_subnet
 
 __all__ = ["LightHubertModel", "SupernetOutput"]
 
@@ -74,7 +76,8 @@ class LightHubertModel(nn.Module):
             dropout=config.dropout, attention_dropout=config.attention_dropout,
             activation_dropout=config.activation_dropout, activation_fn=config.activation_fn,
             layer_norm_first=config.layer_norm_first, layer_norm_eps=config.layer_norm_eps,
-            conv_pos=config.conv_pos, conv_pos_groups=config.conv_pos_groups)
+            conv_pos=config.conv_pos, conv_pos_groups=config.conv_pos_groups, head_dim=config.head_dim,
+            layer_heads=config.layer_heads or None, layer_ffn_dims=config.layer_ffn_dims or None)
         self.downsample_rate: int = config.downsample_rate
         self.subnet = self.check_subnet(config.subnet)
         self.hidden_sizes: list[int] = [self.subnet.embed_dim] * (self.subnet.num_layers + 1)
@@ -91,6 +94,58 @@ class LightHubertModel(nn.Module):
         """``subnet`` if it fits this supernet, else ValueError naming the dimension."""
         self.encoder.check(subnet)
         return subnet
+
+    def parse_subnet(self, spec: str | Mapping[str, Any] | Subnet) -> Subnet:
+        """The subnet a spec names (:func:`~speechssl.upstream.lighthubert.config.parse_subnet`), checked to fit."""
+        return self.check_subnet(parse_subnet(spec, self.config))
+
+    @property
+    def full_subnet(self) -> Subnet:
+        """Every weight of the supernet: width ``D``, all heads, the full FFN, every layer."""
+        enc = self.encoder
+        return Subnet(enc.dim, tuple(layer.num_heads for layer in enc.layers),
+                      tuple(layer.ffn_dim for layer in enc.layers))
+
+    @torch.no_grad()
+    def extract_subnet(self, spec: str | Mapping[str, Any] | Subnet) -> "LightHubertModel":
+        """The standalone model of one subnet: only its weights, in a config of width ``E``.
+
+        Run whole, it returns the hidden states this supernet returns running that subnet (the
+        weights are the same numbers, copied out of their slices). It is in this model's mode,
+        on its device, and records the subnet in ``hub_source``.
+
+        Raises:
+            ValueError: a spec outside the search space (naming the field and its allowed values).
+        """
+        subnet = self.parse_subnet(spec)
+        model = LightHubertModel(self.config.extracted(subnet))
+        E = subnet.embed_dim
+        state = {k: v.clone() for k, v in self.state_dict().items()
+                 if k.startswith(("feature_extractor.", "layer_norm."))}
+        state["post_extract_proj.weight"] = self.post_extract_proj.weight[:E].clone()
+        state["post_extract_proj.bias"] = self.post_extract_proj.bias[:E].clone()
+        state["mask_emb"] = self.mask_emb[:E].clone()
+        state.update({f"encoder.{k}": v for k, v in self.encoder.extract(subnet).items()})
+        model.load_state_dict(state, strict=True)
+        source = dict(getattr(self, "hub_source", None) or {})
+        source["subnet"] = format_spec(subnet)
+        model.hub_source = source
+        return model.to(self.mask_emb.device).train(self.training)
+
+    def subnet_stats(self, spec: str | Mapping[str, Any] | Subnet | None = None,
+                     num_samples: int = 16000) -> dict[str, Any]:
+        """``{"subnet": spec, "params": int, "macs": int}`` of a subnet over ``num_samples`` samples (1 s).
+
+        ``spec`` None: the whole supernet (every parameter; MACs of running it at full width).
+        """
+        if spec is None:
+            return {"subnet": "supernet", "params": sum(p.numel() for p in self.parameters()),
+                    "macs": self.num_macs(num_samples, self.full_subnet)}
+        subnet = self.parse_subnet(spec)
+        # num_params leaves out the position convolution's magnitude g (K numbers); the extracted model holds it
+        magnitude = self.encoder.pos_conv[0].weight_g.numel()
+        return {"subnet": format_spec(subnet), "params": self.num_params(subnet) + magnitude,
+                "macs": self.num_macs(num_samples, subnet)}
 
     def num_params(self, subnet: Subnet | None = None) -> int:
         """Parameters the upstream uses when it runs ``subnet`` (default :attr:`subnet`)."""
