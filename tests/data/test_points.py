@@ -108,7 +108,7 @@ def test_errors_name_the_manifest_line(clouds, tmp_path):
     (tmp_path / "bad.npy").write_bytes(b"garbage")
     for name, rel, pattern in [("a", "four.npy", r"a\.tsv:2: .*four\.npy: expected an \(N, 3\) float array"),
                                ("b", "ints.npy", r"b\.tsv:2: .*ints\.npy: expected an \(N, 3\) float"),
-                               ("c", "bad.npy", r"c\.tsv:2: .*bad\.npy: not a readable \.npy file")]:
+                               ("c", "bad.npy", r"c\.tsv:2: .*bad\.npy: not a \.npy file: found a text file")]:
         write_manifest(tmp_path / f"{name}.tsv", tmp_path, [(rel, 5)])
         with pytest.raises(FormatError, match=pattern):
             PointDataset(tmp_path / f"{name}.tsv")
