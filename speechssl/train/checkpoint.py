@@ -40,7 +40,7 @@ from torch import nn
 
 from speechssl.atomic import atomic_open, atomic_torch_save
 
-__all__ = ["rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint", "copy_checkpoint",
+__all__ = ["NonFiniteWeightsError", "check_finite_model", "rng_state", "set_rng_state", "save_checkpoint", "load_checkpoint", "copy_checkpoint",
            "numbered_checkpoints", "prune_checkpoints", "load_latest", "submodule_prefix", "tensor_digests", "verify_digests",
            "CheckpointIntegrityError", "LAST", "BEST", "DIGESTS"]
 
@@ -163,9 +163,42 @@ def verify_digests(state: dict[str, Any], where: str | Path) -> bool:
     return True
 
 
+class NonFiniteWeightsError(ValueError):
+    """The model weights about to be checkpointed hold NaN or infinity; nothing was written."""
+
+
+def check_finite_model(state: dict[str, Any], path: str | Path) -> None:
+    """Refuse a checkpoint whose ``model`` tensors are not all finite, naming the first one.
+
+    The Trainer skips updates with a non-finite loss or gradient and stops after
+    ``trainer.max_consecutive_nan`` of them, so NaN weights can only come from a step whose
+    inputs were finite (an overflow in the optimizer); such weights are never checkpointed:
+    the previous checkpoint stays the newest, and resuming starts from it.
+
+    Raises:
+        NonFiniteWeightsError: ``"<path>: refusing to save: model tensor 'x' (float32, shape ...)
+            holds 3 NaN ..."``.
+    """
+    model = state.get("model")
+    if not isinstance(model, dict):
+        return
+    for name, t in model.items():
+        if isinstance(t, torch.Tensor) and t.is_floating_point() and t.numel() and not bool(torch.isfinite(t).all()):
+            nan = int(torch.isnan(t).sum())
+            inf = int((~torch.isfinite(t)).sum()) - nan
+            what = " and ".join(p for p in (f"{nan} NaN" if nan else "", f"{inf} infinite" if inf else "") if p)
+            raise NonFiniteWeightsError(
+                f"{path}: refusing to save: model tensor {name!r} ({str(t.dtype).removeprefix('torch.')}, shape "
+                f"{tuple(t.shape)}) holds {what} of its {t.numel()} values at update {state.get('num_updates')}; "
+                "expected finite weights; the previous checkpoint is kept (lower trainer.optim.lr or use "
+                "precision=fp32 and resume)")
+
+
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:
     """Write ``state`` plus the digests of its tensors atomically (a crash leaves the previous
-    file intact; ``state`` itself is not modified)."""
+    file intact; ``state`` itself is not modified). Non-finite model weights are refused
+    (:func:`check_finite_model`)."""
+    check_finite_model(state, path)
     atomic_torch_save({**state, DIGESTS: tensor_digests(state)}, path)
 
 
