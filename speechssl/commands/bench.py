@@ -28,6 +28,13 @@ def _available(bench_dir: Path) -> list[str]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    bench_dir = _default_bench_dir()
+    names = ", ".join(_available(bench_dir)) if bench_dir.is_dir() else "none found (run from a source checkout)"
+    parser.description = (
+        "Run tools/bench/NAME.py with this Python and pass its output through: one JSON line "
+        '{"bench": ..., "baseline": ..., "ratio": ...} with its figures and the ratio against a baseline '
+        "measured in the same run (--out appends the lines to a file). Without NAME, list the benchmarks. "
+        f"Benchmarks here: {names}. Most take --quick for a short run (e.g. speechssl bench kmeans --quick).")
     parser.add_argument("name", nargs="?", help="benchmark name (a file tools/bench/NAME.py); omit to list them")
     parser.add_argument("--bench-dir", type=Path, default=None,
                         help="directory holding the benchmark scripts (default: tools/bench of this checkout)")

@@ -20,7 +20,9 @@ _EPILOG = """\
 upstreams (-u):
   fbank | mfcc | spectrogram      surface-feature baselines (Kaldi-compatible, 100 frames/s);
                                   fbank is 80 log-mel bins + deltas + delta-deltas = 240 dims
-                                  (s3prl's baseline; `speechssl features dump` writes the 80 bins)
+                                  (s3prl's baseline; `speechssl features dump --feature fbank`
+                                  writes the 80 bins alone); mfcc 13 + deltas = 39 dims;
+                                  spectrogram 257 dims, no deltas
   random:<method>[@preset]        a randomly initialised model, e.g. random:hubert@tiny
   PATH                            a model directory (speechssl hub format) or training checkpoint
   NAME                            a model in the local zoo (speechssl hub list)
@@ -74,6 +76,11 @@ def _lr_list(text: str) -> list[float]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.description = (
+        "SUPERB-style evaluation of a frozen upstream, with s3prl's flags: -m train trains a task's head\n"
+        "on the upstream's cached hidden states (then scores the best checkpoint on --test-split),\n"
+        "-m evaluate scores a trained one; result.json goes into the experiment directory.\n"
+        "Sub-verbs: `report` (a table and plots from result.json files), `tasks` (the registered tasks).")
     parser.epilog = _EPILOG.format(tasks=_task_names())
     parser.add_argument("-m", "--mode", choices=["train", "evaluate"], default="train",
                         help="train a head (then evaluate the best checkpoint on test), or evaluate one")
@@ -112,13 +119,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-cache", action="store_true", help="run the upstream on every batch")
     sub = parser.add_subparsers(dest="downstream_verb", metavar="{report,tasks}")
     rep = sub.add_parser("report", help="markdown table + plots from experiment directories",
-                         description="Collect result.json files into a task x upstream table and PNG plots "
-                                     "(swept learning rates are marked).")
+                         description="Collect result.json files into OUT/report.md (a task x upstream table: "
+                                     "mean ± std over runs where a cell has several, swept learning rates "
+                                     "marked, the corpus and its preset named), OUT/report.json and "
+                                     "OUT/metrics.png (bars with error bars and chance / fbank / best lines).")
     rep.add_argument("exp_dirs", nargs="+", help="experiment directories (or parents of them)")
     rep.add_argument("--out", required=True, help="output directory for report.md and the plots")
-    sub.add_parser("tasks", help="list the registered downstream tasks",
-                   description="List the registered downstream tasks: name, metric, direction and what "
-                               "the task is.")
+    sub.add_parser("tasks", help="list the registered downstream tasks with metric and direction",
+                   description="List the registered downstream tasks, one per line: name (the -d value), "
+                               "metric (result.json's 'metric'), whether higher or lower is better, and what "
+                               "the task is (its data and label files).")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -20,7 +20,8 @@ _FEATURES = ("fbank", "mfcc", "mfcc39", "spectrogram", "upstream")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     dump = sub.add_parser(
-        "dump", help="write features of a manifest split as <split>_<shard>_<nshard>.npy/.len",
+        "dump", help="write Kaldi features or a model's hidden layer of a manifest split as "
+                     "<split>_<shard>_<nshard>.npy/.len",
         description="Compute features for one shard of <manifest-dir>/<split>.tsv and write fairseq's "
                     "HuBERT layout: <out>/<split>_<shard>_<nshard>.npy (float32 (frames, D), memory-"
                     "mappable) + .len (frames per utterance) + .json (how they were made). Resumable: "
@@ -30,9 +31,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     dump.add_argument("--split", required=True, help="manifest split, e.g. train")
     dump.add_argument("--out", type=Path, required=True, help="feature directory to write")
     dump.add_argument("--feature", choices=_FEATURES, default="mfcc39",
-                      help="mfcc39: 13 MFCC + deltas + delta-deltas (HuBERT iteration 1); fbank: 80 log "
-                           "mel bins; mfcc: 13 Kaldi MFCCs; spectrogram: Kaldi log power spectrum; "
-                           "upstream: a hidden layer of a model (--upstream, --layer). Default: mfcc39")
+                      help="mfcc39: 13 MFCC + deltas + delta-deltas = 39 dims (HuBERT iteration 1); fbank: 80 "
+                           "log mel bins (80 dims here; the downstream baseline `-u fbank` appends deltas and "
+                           "delta-deltas: 240 dims); mfcc: 13 Kaldi MFCCs; spectrogram: Kaldi log power "
+                           "spectrum, 257 dims; upstream: a hidden layer of a model (--upstream, --layer). "
+                           "Default: mfcc39")
     dump.add_argument("--opt", action="append", default=[], metavar="KEY=VALUE",
                       help="Kaldi feature option, repeatable (e.g. --opt num_mel_bins=40 --opt snip_edges=false)")
     dump.add_argument("--upstream", help="model directory, checkpoint or zoo name (with --feature upstream)")
