@@ -20,7 +20,6 @@ that reference's scores.
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Sequence
@@ -28,9 +27,10 @@ from typing import Sequence
 import numpy as np
 
 from speechssl.cluster.metrics import joint_counts, label_quality
-from speechssl.data.manifest import FormatError, read_labels, read_manifest
+from speechssl.data.manifest import FormatError, Manifest, read_labels, read_manifest, validate_manifest
+from speechssl.safe_io import load_json
 
-__all__ = ["topic_scores", "corpus_references", "evaluate_topics", "CORPUS_REFERENCES"]
+__all__ = ["topic_scores", "corpus_references", "evaluate_topics", "read_topics", "CORPUS_REFERENCES"]
 
 #: References :func:`corpus_references` reads, in table order.
 CORPUS_REFERENCES = ("topic", "spk", "gender", "voice", "style")
@@ -69,7 +69,7 @@ def topic_scores(topics: Sequence[str], reference: Sequence[str]) -> dict[str, f
             "n_classes": q.n_phones}
 
 
-def corpus_references(corpus_dir: str | Path, manifest: str | Path,
+def corpus_references(corpus_dir: str | Path, manifest: str | Path | Manifest,
                       names: Sequence[str] = CORPUS_REFERENCES) -> dict[str, list[str | None]]:
     """Reference labels of every row of ``manifest`` from the embedded corpus at ``corpus_dir``.
 
@@ -91,7 +91,12 @@ def corpus_references(corpus_dir: str | Path, manifest: str | Path,
     spk_path = corpus_dir / "speakers.json"
     if not spk_path.is_file():
         raise FileNotFoundError(f"{spk_path} not found: --corpus must be a directory from `speechssl corpus synth`")
-    speakers = {s["id"]: s for s in json.loads(spk_path.read_text(encoding="utf-8"))}
+    entries = load_json(spk_path, "the corpus's speakers.json (a list of speaker objects)")
+    if not isinstance(entries, list) or not all(isinstance(s, dict) and {"id", "gender", "variant"} <= set(s)
+                                                for s in entries):
+        raise FormatError(f"{spk_path}: expected a list of speaker objects with id, gender and variant, found "
+                          f"{type(entries).__name__}; is --corpus a directory from `speechssl corpus synth`?")
+    speakers = {s["id"]: s for s in entries}
     by_path: dict[Path, dict[str, str]] = {}
     for tsv in sorted(corpus_dir.glob("*/*.tsv")):
         if tsv.parent.name == "pretrain":
@@ -104,7 +109,8 @@ def corpus_references(corpus_dir: str | Path, manifest: str | Path,
                 columns[name] = read_labels(path, expected_rows=len(m))
         for i in range(len(m)):
             by_path[m.audio_path(i).resolve()] = {k: v[i] for k, v in columns.items()}
-    rows = read_manifest(manifest)
+    # rows are matched by path (no audio read): root line, row format and duplicates checked
+    rows = manifest if isinstance(manifest, Manifest) else validate_manifest(manifest, check_files=False)
     out: dict[str, list[str | None]] = {name: [] for name in names}
     for i in range(len(rows)):
         path = rows.audio_path(i).resolve()
@@ -123,15 +129,30 @@ def corpus_references(corpus_dir: str | Path, manifest: str | Path,
     return out
 
 
+def read_topics(topic_path: str | Path, expected_rows: int | None = None) -> list[str]:
+    """A ``<split>.topic`` file: one non-negative integer topic id per row (file and line named otherwise).
+
+    Raises:
+        FormatError: an empty file, a row that is not one integer >= 0, or (``expected_rows``)
+            another number of rows than the manifest.
+    """
+    topics = read_labels(topic_path, expected_rows=expected_rows)
+    if not topics:
+        raise FormatError(f"{topic_path} is empty: expected one topic id per manifest row")
+    for lineno, row in enumerate(topics, start=1):
+        token = row.strip()
+        if not token.isdigit():
+            raise FormatError(f"{topic_path}:{lineno}: expected one topic id (an integer >= 0), found {row[:40]!r}")
+    return [t.strip() for t in topics]
+
+
 def evaluate_topics(topic_path: str | Path, references: dict[str, Sequence[str | None]]) -> list[dict]:
     """Scores of the topic file ``topic_path`` against each reference (rows without a value skipped).
 
     Raises:
         FormatError: a reference has another number of rows than the topic file, or it is empty.
     """
-    topics = read_labels(topic_path)
-    if not topics:
-        raise FormatError(f"{topic_path} is empty: expected one topic id per manifest row")
+    topics = read_topics(topic_path)
     results = []
     for name, values in references.items():
         if len(values) != len(topics):

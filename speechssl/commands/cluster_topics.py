@@ -84,19 +84,24 @@ def _fmt(v: object) -> str:
 
 def _topic_metrics(args: argparse.Namespace) -> int:
     from speechssl.atomic import atomic_write_text
-    from speechssl.cluster.topic_metrics import corpus_references, evaluate_topics
-    from speechssl.data.manifest import read_labels
+    from speechssl.cluster.topic_metrics import corpus_references, evaluate_topics, read_topics
+    from speechssl.data.manifest import read_labels, validate_manifest
 
+    # every user file checked before any scoring: the manifest (root line, rows, files), the
+    # topic file (one id per row, as many rows as the manifest), each --ref's row count
+    # (no audio is read: the rows are matched by path, so the files need not exist here)
+    manifest = validate_manifest(args.manifest, check_files=False) if args.manifest is not None else None
+    topics = read_topics(args.topic, expected_rows=len(manifest) if manifest is not None else None)
     refs: dict[str, list] = {}
     if args.corpus is not None:
-        if args.manifest is None:
+        if manifest is None:
             raise ValueError("--corpus needs --manifest (the manifest whose rows the topic file follows)")
-        refs.update(corpus_references(args.corpus, args.manifest))
+        refs.update(corpus_references(args.corpus, manifest))
     for spec in args.ref:
         name, sep, path = spec.partition("=")
         if not sep or not name or not path:
             raise ValueError(f"--ref takes NAME=FILE, got {spec!r}")
-        refs[name] = list(read_labels(path))
+        refs[name] = list(read_labels(path, expected_rows=len(topics)))
     if not refs:
         raise ValueError("nothing to score against: give --corpus (with --manifest) or --ref NAME=FILE")
     results = evaluate_topics(args.topic, refs)
