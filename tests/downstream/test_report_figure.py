@@ -9,7 +9,8 @@ import pytest
 from matplotlib.container import ErrorbarContainer
 
 from speechssl.downstream.report import (
-    _plot_metrics, chance_level, collect_results, render_markdown, summarize, wilson_interval, write_report)
+    chance_level, collect_results, render_markdown, summarize, wilson_interval, write_report)
+from speechssl.downstream.report_plots import plot_metrics
 
 
 def _result(task, up, value, *, metric="accuracy", higher=True, seed=1, data=None, count=13, up_hash="ab" * 32):
@@ -72,7 +73,7 @@ def test_header_for_mixed_run_counts_and_unknown_corpus(tmp_path):
 
 def test_figure_has_error_bars_values_reference_lines_and_shared_axes(tmp_path, corpus):
     results = collect_results([_write(tmp_path / "exp", _rows(corpus, 1), {"ks": KS_TARGETS})])
-    fig = _plot_metrics(results, tmp_path / "metrics.png")
+    fig = plot_metrics(results, tmp_path / "metrics.png")
     assert (tmp_path / "metrics.png").read_bytes()[:4] == b"\x89PNG"
     axes = {ax.get_title().split(":")[0]: ax for ax in fig.axes if ax.get_title()}
     assert list(axes) == ["pr", "ks", "qbe"]
@@ -106,7 +107,7 @@ def test_figure_has_error_bars_values_reference_lines_and_shared_axes(tmp_path, 
 
 
 def test_figure_with_several_runs_draws_std_bars_and_the_runs(tmp_path, corpus):
-    fig = _plot_metrics(collect_results([_write(tmp_path / "exp", _rows(corpus, 3))]), tmp_path / "m.png")
+    fig = plot_metrics(collect_results([_write(tmp_path / "exp", _rows(corpus, 3))]), tmp_path / "m.png")
     pr = next(ax for ax in fig.axes if ax.get_title().startswith("pr"))
     (bars,) = [c for c in pr.containers if isinstance(c, ErrorbarContainer)]
     seg = bars.lines[2][0].get_segments()[0]
