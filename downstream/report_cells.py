@@ -23,7 +23,7 @@ TASK_ORDER = ("pr", "asr", "ks", "qbe", "sid", "asv", "sd", "ic", "sf", "er")
 #: Metrics shown as percentages; the others (mtwv, map) as plain numbers.
 PERCENT = {"accuracy", "per", "wer", "cer", "eer", "der", "slot_f1", "slot_cer", "miss", "false_alarm", "confusion"}
 METRIC_NAMES = {"accuracy": "accuracy", "per": "PER", "wer": "WER", "cer": "CER", "eer": "EER", "der": "DER",
-                 "slot_f1": "slot F1", "slot_cer": "slot CER", "mtwv": "MTWV", "map": "MAP"}
+                "slot_f1": "slot F1", "slot_cer": "slot CER", "mtwv": "MTWV", "map": "MAP"}
 
 #: the upstream the reference line "fbank" is drawn for
 BASELINE = "fbank"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -212,3 +213,11 @@ def _message(fn, *args, **kwargs) -> str:
     except ValueError as exc:
         return str(exc)
     return ""
+
+
+def test_progress_shows_done_of_total_and_eta(mixed, tmp_path, capsys):
+    prepare_audio(mixed, tmp_path / "dst", valid_percent=0.0, progress=True)
+    err = capsys.readouterr().err
+    final = [line for line in err.replace("\r", "\n").splitlines() if line.startswith("converting")][-1]
+    # tqdm's "converting: 100%|...| 5/5 [elapsed<eta, rate]"
+    assert re.search(r"converting: 100%.*\| 5/5 \[\d\d:\d\d<\d\d:\d\d", final), final
