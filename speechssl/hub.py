@@ -265,7 +265,7 @@ def info(name_or_path: str | Path, verify: bool = True, fmt: str = "auto", *, su
             verified = True
     size = weights.stat().st_size if weights is not None else 0
     model = _shape_model(method, config, str(path), size)
-    runnable = load(path, verify=False, fmt=fmt) if time_forward else model
+    runnable = load(path, verify=verify, fmt=fmt) if time_forward else model
     rows = None
     if subnets or is_supernet(model):
         rows = subnet_rows(runnable, list(subnets or []), str(path), num_samples=num_samples,
