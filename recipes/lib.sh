@@ -31,16 +31,23 @@
 # SPEECHSSL_RECIPE_RESUME=1 (set by a recipe that runs another recipe's stages to continue
 # them): an explicit --stage does not redo a finished stage.
 
-# log MSG...: time, file:line of the caller (of the caller's caller with _up=1), message.
+# _where UP: "recipe/file:line" of the caller UP frames above log/die (hubert/run.sh:211), so
+# that the lines of a recipe run by another recipe say whose they are.
+_where() {
+  local src=${BASH_SOURCE[$1 + 2]} dir
+  dir=${src%/*}
+  [ "$dir" = "$src" ] && dir=. || dir=${dir##*/}
+  echo "$dir/${src##*/}:${BASH_LINENO[$1 + 1]}"
+}
+
+# log MSG...: time, recipe/file:line of the caller (of the caller's caller with _up=1), message.
 log() {
-  local up=${_up:-0}
-  echo "$(date '+%Y-%m-%d %H:%M:%S') (${BASH_SOURCE[up + 1]##*/}:${BASH_LINENO[up]}) $*" >&2
+  echo "$(date '+%Y-%m-%d %H:%M:%S') ($(_where "${_up:-0}")) $*" >&2
 }
 
 # die MSG...: log an error at the caller's file:line (its caller's with _up=1) and exit 1.
 die() {
-  local up=${_up:-0}
-  echo "$(date '+%Y-%m-%d %H:%M:%S') (${BASH_SOURCE[up + 1]##*/}:${BASH_LINENO[up]}) error: $*" >&2
+  echo "$(date '+%Y-%m-%d %H:%M:%S') ($(_where "${_up:-0}")) error: $*" >&2
   exit 1
 }
 

@@ -166,12 +166,13 @@ lda_outputs() {  # lda_outputs DIR
   echo "$1/lda.safetensors"
 }
 
-mapfile -t u1 < <(unit_files "$lab1")
-if run_stage 0 --opt preset k1 nj corpus_preset corpus_seed data_dir --out "${u1[@]}"; then
+if run_stage 0 --opt preset k1 nj corpus_preset corpus_seed data_dir \
+    --out "$lab1/train.km" "$lab1/valid.km" "$lab1/dict.km.txt"; then
   log "Stage 0: HuBERT stages 0-3 (corpus, MFCC, k-means 1, iteration-1 units) by recipes/hubert/run.sh"
   hubert --stage 0 --stop-stage 3
   done_stage 0
 fi
+mapfile -t u1 < <(unit_files "$lab1")  # (the splits are known once stage 0 has run)
 
 mapfile -t m < <(manifests)
 mapfile -t t1 < <(lda_outputs "$lab1")

@@ -29,7 +29,7 @@
 # When they changed (e.g. another --upstream or --tasks), stage 1 trains only the runs whose own
 # options or inputs changed and keeps the others, so adding an upstream to a finished sweep
 # trains only the new column; an interrupted stage 1 keeps its finished runs and resumes the
-# others (-a). --stage 1, or a deleted .stage1.done, retrains every run. --data is --data-dir.
+# others (-a). --stage 1 retrains every run. --data is --data-dir.
 #
 # Example (the HuBERT recipe's corpus and iteration-2 model, next to the baselines):
 #   bash recipes/superb/run.sh --data-dir exp/hubert_tiny/corpus --upstream fbank=fbank \
@@ -115,18 +115,22 @@ run_inputs() {
 
 # run_one TASK NAME SPEC SEED: train a head on the frozen upstream, then score it on test. A
 # finished run is kept when its recorded inputs (<dir>.inputs) equal this run's and the stage
-# is not redone as a whole (--stage 1, or its marker deleted).
+# is not redone as a whole (--stage 1); a run of the older recipe (no <dir>.inputs) is kept
+# while no stage marker exists yet.
 run_one() {
   local task=$1 name=$2 spec=$3 seed=$4
   local dir inputs
   dir=$(run_dir "$task" "$name" "$seed")
   inputs=$(run_inputs "$task" "$spec" "$seed")
-  if [ -f "$dir/result.json" ] && [ -f "$dir.inputs" ] && [ "$(cat "$dir.inputs")" = "$inputs" ]; then
-    case "$stage_why" in
-      changed|after|resume)
-        log "  $task / $name / seed $seed: $dir/result.json is up to date, keeping it"
-        return 0 ;;
-    esac
+  if [ -f "$dir/result.json" ] && [ "$stage_why" != forced ]; then
+    if [ -f "$dir.inputs" ] && [ "$(cat "$dir.inputs")" = "$inputs" ]; then
+      log "  $task / $name / seed $seed: $dir/result.json is up to date, keeping it"
+      return 0
+    elif [ ! -f "$dir.inputs" ] && [ "$stage_why" = unmarked ]; then
+      log "  $task / $name / seed $seed: keeping $dir/result.json of an older recipe, which recorded" \
+          "no inputs (--stage 1 retrains it)"
+      return 0
+    fi
   fi
   if [ -e "$dir" ] && { [ "$stage_mode" = fresh ] || [ ! -f "$dir.inputs" ] || [ "$(cat "$dir.inputs")" != "$inputs" ]; }; then
     # another configuration's (or a finished) run: start it again instead of resuming it

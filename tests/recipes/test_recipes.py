@@ -79,7 +79,7 @@ def test_hubert_honours_the_stage_range(tmp_path: Path) -> None:
     assert [c.split(" --")[0] for c in calls.read_text().splitlines()] == \
         ["corpus synth"] + ["features dump"] * 3 + ["kmeans fit"] + ["dump-labels"] * 3
     assert sorted(p.name for p in exp.glob(".stage*")) == [f".stage{n}.done" for n in range(4)]
-    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(run\.sh:\d+\) ", r.stderr, flags=re.M)
+    assert re.search(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d \(hubert/run\.sh:\d+\) ", r.stderr, flags=re.M)
 
 
 def _fake_speechssl(tmp_path: Path) -> tuple[dict[str, str], Path]:

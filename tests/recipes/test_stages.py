@@ -339,6 +339,18 @@ def test_superb_keeps_runs_whose_inputs_are_unchanged(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert "overrides changed (none) -> trainer.max_updates=3" in r.stderr
     assert sum(c.startswith("downstream -m train") for c in _calls_since(calls, n)) == 4
+    # a sweep of the older recipe (no markers, no per-run records) keeps its results; --stage 1 retrains
+    for p in (tmp_path / "sx").glob(".stage*"):
+        p.unlink()
+    for p in (tmp_path / "sx/downstream").glob("*.inputs"):
+        p.unlink()
+    n = len(calls.read_text().splitlines())
+    r = _recipe("superb", *args, "--upstream", "m=mfcc", "--", "trainer.max_updates=3", cwd=tmp_path, env=env)
+    assert r.returncode == 0 and len(re.findall(r"keeping \S+ of an older recipe", r.stderr)) == 4, r.stderr
+    assert not any(c.startswith("downstream -m train") for c in _calls_since(calls, n))
+    r = _recipe("superb", *args, "--upstream", "m=mfcc", "--stage", "1", "--", "trainer.max_updates=3",
+                cwd=tmp_path, env=env)
+    assert r.returncode == 0 and sum(c.startswith("downstream -m train") for c in _calls_since(calls, n)) == 4
 
 
 def test_no_recipe_help_shows_unexpanded_variables(tmp_path: Path) -> None:
