@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import zlib
@@ -94,6 +95,9 @@ def read_rttm(path: str | Path) -> dict[str, list[Segment]]:
             start, dur = float(f[3]), float(f[4])
         except ValueError:
             raise ValueError(f"{path}:{lineno}: start and duration must be numbers, got {f[3]!r}, {f[4]!r}") from None
+        if not (math.isfinite(start) and math.isfinite(dur)) or start < 0 or dur < 0:
+            raise ValueError(f"{path}:{lineno}: expected a start >= 0 and a duration >= 0 in seconds, got "
+                             f"{f[3]!r}, {f[4]!r}")
         out.setdefault(f[1], []).append(Segment(f[7], start, start + dur))
     return out
 

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechssl.data.manifest import read_dict, read_labels, read_manifest
+from speechssl.data.manifest import read_dict, read_labels, validate_manifest
 from speechssl.downstream import metrics
 from speechssl.downstream.heads import FrameHead
 from speechssl.downstream.sd.mixtures import MixtureConfig, build_mixtures, rasterize, read_rttm
@@ -108,7 +108,7 @@ class Diarization(DownstreamTaskBase):
 
     def load_split(self, split: str) -> SplitData:
         directory = self._mixture_dir(split)
-        manifest = read_manifest(directory / f"{split}.tsv")
+        manifest = validate_manifest(directory / f"{split}.tsv")  # user mixtures (rttm_dir) too: before any work
         rttm = read_rttm(directory / f"{split}.rttm")
         targets = []
         for rec in manifest.ids():

@@ -185,6 +185,10 @@ def test_sd_real_data_needs_a_reference_for_every_recording(tiny_corpus, tmp_pat
     error naming it, not a recording silently scored against an empty reference."""
     ref = tmp_path / "ref"
     ref.mkdir()
+    from speechssl import audio
+
+    for name, n in (("mixA", 32000), ("mixB", 16000)):  # the manifest is validated before any work
+        audio.save(ref / "wav" / f"{name}.wav", np.zeros(n, np.float32))
     (ref / "test.tsv").write_text(".\nwav/mixA.wav\t32000\nwav/mixB.wav\t16000\n")
     (ref / "test.rttm").write_text("SPEAKER mixA 1 0.10 0.50 <NA> <NA> s1 <NA> <NA>\n"
                                    "SPEAKER mixA 1 0.40 0.90 <NA> <NA> s2 <NA> <NA>\n")
