@@ -25,7 +25,8 @@ agree with it to float rounding (the chunked products sum in another order).
 """
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+from typing import Iterator, Sequence
 
 import torch
 from torch.nn import functional as F
@@ -84,12 +85,32 @@ def _silu_grad(a: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     return g * s * (1 + a * (1 - s))
 
 
+@contextlib.contextmanager
+def _single_threaded_torch() -> Iterator[int]:
+    """Run torch single-threaded inside; yield the thread count the kernel calls should use.
+
+    The walks alternate small torch ops and kernel calls many times. With several torch
+    threads, every torch op leaves OpenMP workers spinning on the cores the kernel's own
+    threads need next (2-10x slower on a loaded machine); single-threaded torch ops start no
+    workers, and they are chunk-sized, so they lose little.
+    """
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield 1
+        return
+    torch.set_num_threads(1)
+    try:
+        yield threads
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _chunks(E: int) -> list[slice]:
     return [slice(c, min(c + CHUNK_CHANNELS, E)) for c in range(0, E, CHUNK_CHANNELS)]
 
 
 def _direction_forward(xz: torch.Tensor, p: DirectionParams, dt_rank: int, lengths: torch.Tensor | None,
-                       reverse: bool, y: torch.Tensor) -> torch.Tensor:
+                       reverse: bool, y: torch.Tensor, threads: int) -> torch.Tensor:
     """Add one direction's scan output to ``y`` ``(B, L, E)``; return its ``xp`` ``(B, L, R + 2N)``.
 
     Only ``u`` is built full width (``x_proj`` mixes all channels); the step sizes, the gate and
@@ -111,13 +132,13 @@ def _direction_forward(xz: torch.Tensor, p: DirectionParams, dt_rank: int, lengt
         ops = native_operands(u[..., c].transpose(1, 2), F.linear(dt_low, w_dt[c]).transpose(1, 2), A[c],
                               Bm.transpose(1, 2), Cm.transpose(1, 2), D[c].float(),
                               flip(xz[..., cz]).transpose(1, 2), dt_bias[c].float())
-        out, _ = native_scan_forward(*ops, True)                             # (B, Ec, L) view of (B, L, Ec)
+        out, _ = native_scan_forward(*ops, True, threads)                    # (B, Ec, L) view of (B, L, Ec)
         y[..., c] += flip(out.transpose(1, 2).to(y.dtype))
     return xp
 
 
 def _direction_backward(xz: torch.Tensor, xp: torch.Tensor, gy: torch.Tensor, p: DirectionParams, dt_rank: int,
-                        lengths: torch.Tensor | None, reverse: bool, dxz: torch.Tensor) -> list:
+                        lengths: torch.Tensor | None, reverse: bool, dxz: torch.Tensor, threads: int) -> list:
     """Add one direction's gradient to ``dxz`` ``(B, L, 2E)``; return the parameters' (as ``p``).
 
     ``reverse``: the time-reversed direction. Its inputs, and the gradients going back, are
@@ -145,7 +166,7 @@ def _direction_backward(xz: torch.Tensor, xp: torch.Tensor, gy: torch.Tensor, p:
         ops = native_operands(u_c.transpose(1, 2), dt_c.transpose(1, 2), A[c], Bt, Ct, D[c].float(),
                               flip(xz[..., cz]).transpose(1, 2), dt_bias[c].float())
         g_u, g_dt, g_z, g_A, g_B, g_C, g_D, g_bias = native_scan_backward(
-            *ops, True, flip(gy[..., c]).transpose(1, 2))
+            *ops, True, flip(gy[..., c]).transpose(1, 2), threads)
         du_scan[..., c] = g_u.transpose(1, 2)
         dxz[..., cz] += flip(g_z.transpose(1, 2))
         dB += g_B
@@ -183,7 +204,8 @@ class LeanMixerCore(torch.autograd.Function):
                 xz: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
         directions = _split_params(params)
         y = xz.new_zeros(xz.shape[:2] + (xz.shape[-1] // 2,))
-        saved = [_direction_forward(xz, d, dt_rank, lengths, i == 1, y) for i, d in enumerate(directions)]
+        with _single_threaded_torch() as threads:
+            saved = [_direction_forward(xz, d, dt_rank, lengths, i == 1, y, threads) for i, d in enumerate(directions)]
         if len(directions) == 2 and divide_out:
             y /= 2
         ctx.lengths, ctx.dt_rank, ctx.divide_out = lengths, dt_rank, divide_out
@@ -202,8 +224,10 @@ class LeanMixerCore(torch.autograd.Function):
             gy = gy / 2
         dxz = torch.zeros_like(xz)
         grads = []
-        for i, direction in enumerate(directions):
-            grads += _direction_backward(xz, xps[i], gy, direction, ctx.dt_rank, ctx.lengths, i == 1, dxz)
+        with _single_threaded_torch() as threads:
+            for i, direction in enumerate(directions):
+                grads += _direction_backward(xz, xps[i], gy, direction, ctx.dt_rank, ctx.lengths, i == 1, dxz,
+                                             threads)
         flat = [g for g, p in zip(grads, _flatten_with_none(directions)) if p is not None]
         return (None, None, None, dxz) + tuple(flat)
 

@@ -170,8 +170,8 @@ def _strides(t: torch.Tensor | None, n: int = 3) -> ctypes.Array:
     return (ctypes.c_int64 * n)(*(t.stride() if t is not None else (0,) * n))
 
 
-def _threads(work: int) -> int:
-    return max(1, min(torch.get_num_threads(), work // _PARALLEL_MIN_WORK))
+def _threads(work: int, threads: int | None = None) -> int:
+    return max(1, min(threads or torch.get_num_threads(), work // _PARALLEL_MIN_WORK))
 
 
 def _span(batch: int, groups: int, dim: int, lanes: int, threads: int) -> int:
@@ -199,7 +199,7 @@ def _run(calls: list) -> None:
             f.result()
 
 
-def _launch(u, delta, z, A, Bt, Ct, D, delta_bias, softplus: bool, lanes: int,
+def _launch(u, delta, z, A, Bt, Ct, D, delta_bias, softplus: bool, lanes: int, threads: int | None = None,
             **tensors: torch.Tensor | None) -> tuple[_Args, list[tuple[int, int]], int]:
     """Kernel arguments for the inputs plus ``tensors`` (outputs, gradients), and the work split.
 
@@ -209,7 +209,7 @@ def _launch(u, delta, z, A, Bt, Ct, D, delta_bias, softplus: bool, lanes: int,
     N = A.shape[1]
     gb, gc = Bt.shape[1], Ct.shape[1]
     groups = math.lcm(gb, gc)
-    threads = _threads(bsz * dim * length * N)
+    threads = _threads(bsz * dim * length * N, threads)
     span = _span(bsz, groups, dim, lanes, threads)
     args = _Args(batch=bsz, dim=dim, length=length, dstate=N, groups_b=gb, groups_c=gc, groups=groups, span=span,
                  softplus=int(softplus), has_z=int(z is not None), has_D=int(D is not None),
@@ -227,8 +227,10 @@ def _launch(u, delta, z, A, Bt, Ct, D, delta_bias, softplus: bool, lanes: int,
 
 def native_scan_forward(u: torch.Tensor, delta: torch.Tensor, z: torch.Tensor | None, A: torch.Tensor,
                         Bt: torch.Tensor, Ct: torch.Tensor, D: torch.Tensor | None, delta_bias: torch.Tensor | None,
-                        softplus: bool) -> tuple[torch.Tensor, torch.Tensor]:
+                        softplus: bool, threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """The kernel's forward pass on operands from :func:`native_operands` (no autograd).
+
+    ``threads``: kernel threads (default ``torch.get_num_threads()``).
 
     Returns ``out`` ``(B, D, L)`` (a view of time-major ``(B, L, D)`` memory) and the last state
     ``(B, D, N)``.
@@ -239,7 +241,8 @@ def native_scan_forward(u: torch.Tensor, delta: torch.Tensor, z: torch.Tensor | 
     # OpenMP workers spinning on the cores the kernel's threads need.
     out = u.new_empty(bsz, length, dim).transpose(1, 2)
     last = u.new_empty(bsz, dim, A.shape[1])
-    args, ranges, _ = _launch(u, delta, z, A, Bt, Ct, D, delta_bias, softplus, lib.ssc_lanes(), out=out, last=last)
+    args, ranges, _ = _launch(u, delta, z, A, Bt, Ct, D, delta_bias, softplus, lib.ssc_lanes(), threads,
+                              out=out, last=last)
     fn = lib.ssc_forward_f64 if u.dtype == torch.float64 else lib.ssc_forward_f32
     _run([functools.partial(fn, ctypes.byref(args), j0, j1) for j0, j1 in ranges])
     return out, last
@@ -247,8 +250,8 @@ def native_scan_forward(u: torch.Tensor, delta: torch.Tensor, z: torch.Tensor | 
 
 def native_scan_backward(u: torch.Tensor, delta: torch.Tensor, z: torch.Tensor | None, A: torch.Tensor,
                          Bt: torch.Tensor, Ct: torch.Tensor, D: torch.Tensor | None,
-                         delta_bias: torch.Tensor | None, softplus: bool, gout: torch.Tensor
-                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor,
+                         delta_bias: torch.Tensor | None, softplus: bool, gout: torch.Tensor,
+                         threads: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor, torch.Tensor,
                                     torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Gradients of ``sum(out * gout)`` for the operands of :func:`native_scan_forward`.
 
@@ -264,7 +267,7 @@ def native_scan_backward(u: torch.Tensor, delta: torch.Tensor, z: torch.Tensor |
     du, ddelta = torch.empty_like(u), torch.empty_like(delta)
     dz = torch.empty_like(z) if z is not None else None
     lanes = lib.ssc_lanes()
-    args, ranges, span = _launch(u, delta, z, A, Bt, Ct, D, delta_bias, softplus, lanes,
+    args, ranges, span = _launch(u, delta, z, A, Bt, Ct, D, delta_bias, softplus, lanes, threads,
                                  dout=gout, du=du, ddelta=ddelta, dz=dz)
     fn = lib.ssc_backward_f64 if u.dtype == torch.float64 else lib.ssc_backward_f32
     bufs, calls = [], []
