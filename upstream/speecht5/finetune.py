@@ -62,6 +62,9 @@ class SpeechT5FinetuneConfig:
     max_target_tokens: int = 512  # a longer transcript is an error naming the row
     seed: int = 1  # item seeds (no crops; kept for the data layer's per-item generators)
     mask: bool = True  # ASR: time-mask the encoder input with the model's mask_prob / mask_length
+    # ASR: gradient scale into the conv feature extractor (fairseq's fine-tuning: 0, the extractor
+    # stays as pretrained; its backward is also most of a CPU step); None: the model's own setting
+    feature_grad_mult: Optional[float] = 0.0
     label_smoothing: float = 0.1  # ASR: cross-entropy label smoothing (fairseq speecht5 s2t: 0.1)
     mel_weight: float = 1.0  # TTS: weight of the L1 terms
     stop_pos_weight: float = 5.0  # TTS: BCE pos_weight of the stop token
@@ -187,12 +190,15 @@ class _FinetuneTask(Task):
                 raise ValueError(f"task.init: {self.cfg.init} was trained with text settings {have}, but "
                                  f"task.spm_model={self.cfg.spm_model} gives {self.vocab}; use the pretraining "
                                  "run's sentencepiece model")
-            self.model_cfg = upstream.config
             _log.info("fine-tuning from %s", self.cfg.init)
         else:
             upstream = SpeechT5Model.from_config(self.model_cfg)
             _log.info("fine-tuning a randomly initialised SpeechT5 (task.init is empty)")
         self._require_parts(upstream.config)
+        if self.cfg.feature_grad_mult is not None and self.cfg.feature_grad_mult != upstream.config.feature_grad_mult:
+            upstream.config = replace(upstream.config, feature_grad_mult=float(self.cfg.feature_grad_mult))
+            upstream.config.validate()
+        self.model_cfg = upstream.config
         upstream.train()
         return SpeechT5Seq2Seq(upstream, mask=self.cfg.mask)
 
