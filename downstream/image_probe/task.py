@@ -70,8 +70,9 @@ class ImageProbe(DownstreamTaskBase):
         root = manifest.source.parent
         spec = LabelSpec(root / f"{split}.{self.cfg.factor}", "utterance", name="target",
                          dictionary=root / f"dict.{self.cfg.factor}.txt")
+        # every image's header against the manifest, before any work (issue 23: validate up front)
         return ImageDataset(manifest, [spec], size=h, augment=False, crop_fraction=1.0, channels=c,
-                            check_files=False)
+                            check_files=True)
 
     def load_split(self, split: str) -> SplitData:
         ds = self._dataset(split)

@@ -213,7 +213,8 @@ class ImageSeg(DownstreamTaskBase):
                                   f"lists {k} classes (0..{k - 1})")
             masks.append(m.to(torch.uint8))
         c, h, _ = self._input_shape()
-        images = ImageDataset(manifest, size=h, augment=False, crop_fraction=1.0, channels=c, check_files=False)
+        images = ImageDataset(manifest, size=h, augment=False, crop_fraction=1.0, channels=c,
+                              check_files=True)  # every image's header against the manifest, before any work
         stacked = torch.stack(masks) if masks else torch.zeros(0, 1, 1, dtype=torch.uint8)  # (N, H, W)
         return SplitData(manifest, list(range(len(manifest))), extra={"images": images, "masks": stacked})
 

@@ -93,7 +93,8 @@ def write_pseudo_labels(upstream: nn.Module | str | Path, data: str | Path, spli
         manifest = data / f"{split}.tsv"
         if not manifest.is_file():
             raise FileNotFoundError(f"manifest not found: {manifest} (split {split!r})")
-        ds = ImageDataset(manifest, size=size, augment=False, crop_fraction=1.0, channels=channels, check_files=False)
+        ds = ImageDataset(manifest, size=size, augment=False, crop_fraction=1.0, channels=channels,
+                          check_files=True)  # every image's header against the manifest, before any work
         x = pooled_image_features(model, ds, layer=layer, batch_size=batch_size, device=device)
         return torch.nn.functional.normalize(x, dim=1) if normalize else x
 
