@@ -122,3 +122,26 @@ def test_unsupported_options_refused() -> None:
     state = dict(hf_model.state_dict(), extra=torch.zeros(1))
     with pytest.raises(ValueError, match="unexpected keys.*extra"):
         hf_to_speechssl(state, hf_model.config.to_dict())
+
+
+def test_runner_on_a_converted_directory_by_path(tmp_path: Path, tiny_corpus: Path) -> None:
+    """Issue 20's new user: convert a Wav2Vec2BertModel directory, run the runner on it by path."""
+    import json
+
+    hf_model = _hf_model("relative_key", seed=3)
+    hf_model.save_pretrained(tmp_path / "hf")
+    assert cli(["-q", "hub", "convert", str(tmp_path / "hf"), str(tmp_path / "ours"), "--from", "hf"]) == 0
+    fast = "trainer.max_updates=4,trainer.validate_every_updates=2,trainer.save_every_updates=2"
+    for source in ("ours", "hf"):                      # the converted dir, and the HF dir itself
+        expdir = tmp_path / f"ks-{source}"
+        assert cli(["-q", "downstream", "-m", "train", "-u", str(tmp_path / source), "-d", "ks",
+                    "--data", str(tiny_corpus), "--expdir", str(expdir), "--cache-dir", str(tmp_path / "cache"),
+                    "-o", fast]) == 0
+        result = json.loads((expdir / "result.json").read_text())
+        assert result["upstream"]["method"] == "w2v_bert"
+        # the HF config's 3 conformer layers give 4 hidden states; the head weighs all of them
+        assert len(result["layer_weights"]) == 4
+        assert 0.0 <= result["value"] <= 1.0
+    a = json.loads((tmp_path / "ks-ours" / "result.json").read_text())["upstream"]["hash"]
+    b = json.loads((tmp_path / "ks-hf" / "result.json").read_text())["upstream"]["hash"]
+    assert a == b                                      # same weights, same identity
