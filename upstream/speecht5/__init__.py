@@ -6,6 +6,8 @@
 * :mod:`.pretrain` — :class:`SpeechT5PretrainModel` (unit head + cross-modal quantizer).
 * :mod:`.task` — :class:`SpeechT5PretrainTask` (speech: units + mel reconstruction; text: BART denoising).
 * :mod:`.convert` — transformers ``speecht5`` directories (``speechssl hub convert --from hf``).
+* :mod:`.finetune` — ASR (speech → text) and TTS (text → log-mel) fine-tuning through the decoder
+  (``speechssl speecht5 asr|tts``; ``recipes/speecht5/run.sh`` runs the whole pipeline).
 
 Registered as the ``speecht5`` method through the ``speechssl.upstream`` entry point (``METHOD``).
 """
