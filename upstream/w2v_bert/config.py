@@ -30,6 +30,9 @@ class W2vBertConfig:
     # --- front end -------------------------------------------------------------------
     num_mel_bins: int = 80  # Kaldi log-mel bins
     stack: int = 2  # fbank frames concatenated per model frame (2: 160 dims at 50 Hz)
+    # "stack": stacked fbank (w2v-BERT 2.0, 50 Hz); "conv": the paper's 2-layer conv subsampling (25 Hz)
+    frontend: Literal["stack", "conv"] = "stack"
+    conv_channels: int = 0  # channels of the conv subsampling (0: encoder_embed_dim, as the Conformer's)
     fbank_normalize: bool = True  # per-utterance, per-bin mean/variance normalisation (SeamlessM4T)
     # --- conformer ---------------------------------------------------------------------
     encoder_embed_dim: int = 1024  # D
@@ -72,8 +75,8 @@ class W2vBertConfig:
 
     @property
     def downsample_rate(self) -> int:
-        """Samples per frame (160-sample fbank shift × ``stack``)."""
-        return 160 * self.stack
+        """Samples per frame: the 160-sample fbank shift × ``stack``, or × 4 for the conv front end."""
+        return 160 * (4 if self.frontend == "conv" else self.stack)
 
     def validate(self) -> None:
         """Raise ValueError naming the field when the settings cannot build a model."""
@@ -83,6 +86,11 @@ class W2vBertConfig:
         if self.contrastive_layers < 1 or self.mlm_layers < 0:
             raise ValueError(f"need contrastive_layers >= 1 and mlm_layers >= 0, got {self.contrastive_layers}, "
                              f"{self.mlm_layers}")
+        if self.frontend not in ("stack", "conv"):
+            raise ValueError(f"frontend: unknown {self.frontend!r}; choose stack (stacked fbank) or conv "
+                             "(2-layer conv subsampling)")
+        if self.conv_channels < 0:
+            raise ValueError(f"conv_channels must be >= 0 (0: encoder_embed_dim), got {self.conv_channels}")
         if self.depthwise_kernel_size % 2 == 0:
             raise ValueError(f"depthwise_kernel_size must be odd, got {self.depthwise_kernel_size}")
         if self.position not in ("relative_key", "rel_pos", "rotary", "none"):

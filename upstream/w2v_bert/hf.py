@@ -118,12 +118,16 @@ def speechssl_config_to_hf(config: W2vBertConfig) -> dict[str, Any]:
     """The transformers ``config.json`` dict of a :class:`W2vBertConfig`.
 
     Raises:
-        ValueError: a layout transformers cannot express (centred or batch-norm conv module, stack ≠ 2).
+        ValueError: a layout transformers cannot express (centred or batch-norm conv module, conv
+            subsampling front end, stack ≠ 2).
     """
     c = config
     if not c.conv_causal or c.conv_norm != "layer_norm":
         raise ValueError("transformers' Wav2Vec2BertModel has a causal depthwise conv with layer norm; this model "
                          f"has conv_causal={c.conv_causal}, conv_norm={c.conv_norm!r}")
+    if c.frontend != "stack":
+        raise ValueError(f"transformers' Wav2Vec2BertModel takes stacked fbank frames; this model has "
+                         f"frontend={c.frontend!r} (conv subsampling), which it cannot express")
     if c.stack != 2:
         raise ValueError(f"SeamlessM4TFeatureExtractor stacks 2 fbank frames; this model stacks {c.stack}")
     if c.activation_fn not in _OUR_ACT:

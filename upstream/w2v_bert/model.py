@@ -3,6 +3,7 @@
 Upstream (transformers ``Wav2Vec2BertModel`` numerics; key names in :mod:`.hf`)::
 
     wavs ─ StackedFbank ─▶ feats (B, T, 160) ─ feature_projection.layer_norm ─▶ y (B, T, 160)
+         (frontend="conv": SubsampledFbank, the paper's 2-layer conv subsampling ─▶ feats (B, T, D) at 25 Hz)
          ─ feature_projection.projection ─ dropout ─▶ x (B, T, D) ─ [mask_emb on masked frames]
          ─ encoder (N + M conformer layers) ─▶ hidden_states [h_0 = x, h_1, ..., h_{N+M}]
 
@@ -26,6 +27,7 @@ from torch import nn
 
 from speechssl.nn.conformer import ConformerEncoder
 from speechssl.nn.contrastive import contrastive_loss, sample_negatives
+from speechssl.nn.conv_subsampling import SubsampledFbank
 from speechssl.nn.fbank_stack import StackedFbank
 from speechssl.nn.lengths import pad_waveforms, padding_mask
 from speechssl.nn.masking import compute_mask_indices
@@ -67,7 +69,12 @@ class W2vBertModel(nn.Module):
         config.validate()
         self.config = config
         c = config
-        self.frontend = StackedFbank(c.num_mel_bins, c.stack, normalize=c.fbank_normalize)
+        self.frontend: StackedFbank | SubsampledFbank
+        if c.frontend == "conv":
+            self.frontend = SubsampledFbank(c.num_mel_bins, c.conv_channels or c.encoder_embed_dim,
+                                            c.encoder_embed_dim, normalize=c.fbank_normalize)
+        else:
+            self.frontend = StackedFbank(c.num_mel_bins, c.stack, normalize=c.fbank_normalize)
         self.feature_projection = FeatureProjection(self.frontend.output_dim, c.encoder_embed_dim,
                                                     eps=c.layer_norm_eps, dropout=c.dropout_input)
         self.mask_emb = nn.Parameter(torch.empty(c.encoder_embed_dim).uniform_())

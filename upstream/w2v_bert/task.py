@@ -13,7 +13,8 @@ Weights chosen (fairseq's w2v-BERT settings): contrastive 1.0, diversity 0.2, ML
 w2v-BERT 600M uses 100 distractors (the ``600m``/``base`` presets' ``num_negatives``) and
 diversity 0.1. fairseq2's feature penalty (10) acts on a learnt feature extractor; the stacked
 fbank front end has no parameters before the LayerNorm, so the penalty has no gradient and
-``feature_pen_weight`` defaults to 0 (it is still logged).
+``feature_pen_weight`` defaults to 0 (it is still logged); with the conv subsampling front end
+(``model.frontend=conv``) the features are learnt and fairseq2's 10 applies.
 
 The Gumbel temperature anneals per update in :meth:`W2vBertPretrainTask.on_update`. Logged:
 contrastive/MLM losses and accuracies, diversity, the quantizer's prob/code perplexities and the
