@@ -124,3 +124,19 @@ def test_stages_1_to_4_for_real_on_the_example(tmp_path: Path) -> None:
     assert json.loads((exp / "teacher.json").read_text())["subnets"][0]["name"] == "model"
     assert "subnets:" in (exp / "subnets.txt").read_text()
     assert sorted(p.name for p in exp.glob(".stage*.done")) == [f".stage{n}.done" for n in (1, 2, 3, 4)]
+
+
+def test_every_speechssl_flag_exists() -> None:
+    from tests.recipes.test_recipes import SPEECHSSL, _speechssl_commands
+
+    helps: dict[tuple[str, ...], str] = {}
+    commands = _speechssl_commands(RECIPE)
+    assert {c[0] for c in commands} >= {"corpus", "hub", "pretrain"}
+    for words in commands:
+        verb = tuple(words[:2]) if words[0] in ("corpus", "hub") else (words[0],)
+        if verb not in helps:
+            r = subprocess.run([*SPEECHSSL, *verb, "--help"], capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stderr
+            helps[verb] = r.stdout
+        for flag in (w.split("=", 1)[0] for w in words if w.startswith("--")):
+            assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", helps[verb]), f"speechssl {verb}: no {flag}"
