@@ -74,6 +74,7 @@ class SpeechT5TaskConfig(UnitTaskConfig):
 class SpeechT5PretrainTask(UnitPredictionTask):
     """Joint speech + text pretraining of :class:`SpeechT5PretrainModel` (see the module docstring)."""
 
+    method = "speecht5"  # checkpoints record the upstream, so hub.load and hub convert read them
     model_cls = SpeechT5PretrainModel
     model_config_cls = SpeechT5Config
 

@@ -154,3 +154,30 @@ def test_cli_asr_and_tts_write_results(paired: Path, tmp_path: Path) -> None:
     assert res["generated_frames"] > 0
     assert cli.main(["speecht5", "asr", "--data", str(tmp_path / "nope"), "--spm-model", "x",
                      "--exp-dir", str(tmp_path / "e")]) == 1
+
+
+def test_pretraining_checkpoint_loads_through_the_hub_and_initialises_finetuning(tmp_path: Path) -> None:
+    """speechssl pretrain's checkpoint records the upstream: hub.load / hub convert read it whole
+    (decoder and pre/post-nets included), and the ASR task starts from exactly those weights."""
+    from speechssl.upstream.speecht5.example import write_example
+
+    data = tmp_path / "data"
+    task_cfg = write_example(data)
+    exp = tmp_path / "exp"
+    assert cli.main(["pretrain", "--method", "speecht5", "--preset", "tiny", "--data", str(data), "--exp-dir", str(exp),
+                     f"task.max_sample_size={task_cfg.max_sample_size}", "task.pad_audio=true",
+                     f"task.text_max_tokens={task_cfg.text_max_tokens}", "trainer.max_updates=2",
+                     "trainer.max_tokens=32000", "trainer.tensorboard=false", "trainer.schedule.warmup_updates=0",
+                     "trainer.schedule.name=constant"]) == 0
+    up = hub.load(exp / "checkpoint_last.pt")
+    assert isinstance(up, SpeechT5Model) and up.decoder is not None and up.speech_decoder_postnet is not None
+    ckpt = torch.load(exp / "checkpoint_last.pt", weights_only=True, map_location="cpu")
+    trained = {k[len("upstream."):]: v for k, v in ckpt["model"].items() if k.startswith("upstream.")}
+    assert set(trained) == set(up.state_dict())
+    assert all(torch.equal(up.state_dict()[k], v) for k, v in trained.items())
+    assert cli.main(["hub", "convert", str(exp / "checkpoint_last.pt"), str(tmp_path / "model")]) == 0
+    cfg = SpeechT5FinetuneConfig(data=str(data), spm_model=str(data / "spm.model"), init=str(tmp_path / "model"))
+    # the example has no transcripts; the model is all this needs
+    model = SpeechT5ASRTask(cfg, PretrainContext("speecht5", tiny(), 1)).build_model()
+    assert all(torch.equal(model.upstream.state_dict()[k], v) for k, v in trained.items())
+    assert model.upstream.config.feature_grad_mult == 0.0  # fine-tuning freezes the conv extractor
