@@ -99,7 +99,8 @@ class SimCLRTask(Task):
 
     @classmethod
     def trainer_preset(cls, preset: str) -> Any:
-        """tiny/tiny_vit: Adam 1e-3, 32 images a batch, 300 updates; small: Adam 1e-3, 256 images, 20k updates.
+        """tiny/tiny_vit: Adam 1e-3, 32 images a batch, 300 updates (validated and saved every 100, not per
+        epoch); small: Adam 1e-3, 256 images, 20k updates.
 
         LARS is what SimCLR uses at batch sizes of 4096; at these batch sizes Adam(W) trains as
         well (solo-learn and lightly's CIFAR examples use SGD/Adam without LARS too).
@@ -110,7 +111,8 @@ class SimCLRTask(Task):
             return TrainerConfig(max_updates=300, max_tokens=32, optim=OptimConfig(lr=1e-3, betas=(0.9, 0.999),
                                                                                     weight_decay=1e-4),
                                  schedule=ScheduleConfig(name="cosine", warmup_updates=10),
-                                 save_every_updates=100, validate_every_updates=100, log_every_updates=10)
+                                 save_every_updates=100, validate_every_updates=100, log_every_updates=10,
+                                 save_every_epochs=0, validate_every_epochs=0)  # the tiny corpus: 3 batches an epoch
         return TrainerConfig(max_updates=20_000, max_tokens=256, optim=OptimConfig(lr=1e-3, betas=(0.9, 0.999),
                                                                                     weight_decay=1e-6),
                              schedule=ScheduleConfig(name="cosine", warmup_updates=500),

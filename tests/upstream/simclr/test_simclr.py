@@ -176,3 +176,15 @@ def test_config_errors(task_cfg, tmp_path):
         _task(dataclasses.replace(task_cfg, negatives="pseudo_label", pseudo_labels="nolabels")).dataset("train")
     with pytest.raises(ValueError, match="clusters must be >= 2"):
         write_pseudo_labels(SimCLRModel(tiny()), tmp_path, clusters=1)
+
+
+def test_batchnorm_upstreams_have_a_model_digest():
+    """The downstream runner hashes every upstream (``-u random:simclr``): BN's 0-dim counters included."""
+    from speechssl.fingerprint import model_sha256
+
+    torch.manual_seed(0)
+    a, b = SimCLRModel(tiny()), SimCLRModel(tiny())
+    b.load_state_dict(a.state_dict())
+    assert model_sha256(a) == model_sha256(b)
+    b.backbone.stem[1].num_batches_tracked += 1
+    assert model_sha256(a) != model_sha256(b)
