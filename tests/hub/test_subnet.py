@@ -214,3 +214,16 @@ def test_runner_takes_path_at_subnet(tmp_path: Path, wavs) -> None:
     assert _max_diff(_run(small.model, wavs), _run(supernet, wavs, parse_subnet("min", supernet.config))) <= TOL
     with pytest.raises(ValueError, match="heads=9 is not in the search space; heads may be 1, 2, 3, 4"):
         load_upstream(f"{src}@heads=9")
+
+
+def test_subnet_parameter_count_equals_a_hubert_of_the_same_geometry() -> None:
+    """Oracle: HuBERT tiny (4 x 192, FFN 768, the same conv stack and position conv) built by the
+    hubert method; a LightHuBERT subnet of that geometry counts the same parameters."""
+    from speechssl.registry import get_method
+
+    method = get_method("hubert")
+    hubert = method.build(method.preset("tiny"))
+    config = dataclasses.replace(tiny(), encoder_layers=4, encoder_embed_dim=192, encoder_ffn_embed_dim=768,
+                                 encoder_attention_heads=3, space_embed_dims=(192,), space_heads=(3,),
+                                 space_layers=(4,))
+    assert LightHubertModel(config).subnet_stats("max")["params"] == sum(p.numel() for p in hubert.parameters())
