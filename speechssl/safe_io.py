@@ -25,7 +25,7 @@ import numpy as np
 import yaml
 
 __all__ = ["BadFileError", "NonFiniteError", "describe_file", "load_yaml", "loads_yaml", "load_json",
-           "load_npy", "check_finite"]
+           "load_npy", "check_finite", "safetensors_refusal"]
 
 
 class BadFileError(ValueError):
@@ -225,6 +225,16 @@ def load_npy(path: str | Path, *, mmap_mode: str | None = "r", ndim: int | None 
     except (ValueError, OSError) as exc:
         raise BadFileError(f"{path}: cannot read the array ({' '.join(str(exc).split())[:160]}); "
                            f"expected {expected}") from None
+
+
+# ---------------------------------------------------------------------------------------- safetensors
+
+def safetensors_refusal(path: str | Path, exc: BaseException, expected: str) -> BadFileError:
+    """The one-line error for a file that safetensors cannot read: what it holds, safetensors'
+    reason, what was expected (raise it ``from None``)."""
+    reason = " ".join(str(exc).split())[:120]
+    return BadFileError(f"{path}: not a readable safetensors file: found {describe_file(path)} ({reason}); "
+                        f"expected {expected}")
 
 
 # ---------------------------------------------------------------------------------------- values

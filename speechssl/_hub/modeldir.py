@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import torch
 
 from speechssl.atomic import temp_dir_beside, temp_name_prefix, umask
-from speechssl.safe_io import BadFileError, load_json
+from speechssl.safe_io import BadFileError, load_json, safetensors_refusal
 from speechssl.version import __version__
 
 __all__ = [
@@ -158,7 +158,7 @@ def read_model_dir(path: str | Path, *, verify: bool = True) -> WeightsRecord:
     try:
         state = load_file(str(weights), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise HubError(f"{weights}: not a readable safetensors file: {exc}") from None
+        raise HubError(str(safetensors_refusal(weights, exc, "the weights written by speechssl hub save"))) from None
     warn_nonfinite(state, str(weights))
     return WeightsRecord(method=meta["method"], config=meta["config"], state_dict=state,
                          source=meta.get("source") or {}, sha256=meta["sha256"])

@@ -264,17 +264,22 @@ class TopicModel:
         Raises:
             FileNotFoundError / ValueError: missing file, or not a speechssl LDA model (named).
         """
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
+
+        from speechssl.safe_io import safetensors_refusal
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"LDA model not found: {path}")
-        with safe_open(str(path), framework="np") as f:
-            meta = f.metadata() or {}
-            if meta.get("format") != _FORMAT:
-                raise ValueError(f"{path}: not a speechssl LDA model (format {meta.get('format')!r}, "
-                                 f"expected {_FORMAT!r})")
-            arrays = {k: f.get_tensor(k) for k in ("topic_word", "alpha", "eta")}
+        try:
+            with safe_open(str(path), framework="np") as f:
+                meta = f.metadata() or {}
+                if meta.get("format") != _FORMAT:
+                    raise ValueError(f"{path}: not a speechssl LDA model (format {meta.get('format')!r}, "
+                                     f"expected {_FORMAT!r})")
+                arrays = {k: f.get_tensor(k) for k in ("topic_word", "alpha", "eta")}
+        except SafetensorError as exc:  # not a ValueError: would reach the user as a traceback
+            raise safetensors_refusal(path, exc, "an LDA model written by `speechssl cluster lda`") from None
         return cls(vocab=json.loads(meta["vocab"]), options=LdaOptions(**json.loads(meta["options"])),
                    fingerprint=meta.get("fingerprint", ""), **arrays)
 
@@ -354,7 +359,12 @@ def run_lda(label_dir: str | Path, out_dir: str | Path, splits: Sequence[str], *
     state_path, model_path = out_dir / STATE_FILE, out_dir / MODEL_FILE
     state: dict[str, Any] = {}
     if state_path.is_file():
-        state = json.loads(state_path.read_text(encoding="utf-8"))
+        from speechssl.safe_io import load_json
+
+        state = load_json(state_path, "the LDA run state written by `speechssl cluster lda`")
+        if not isinstance(state, dict):
+            raise ValueError(f"{state_path}: expected a JSON object (the LDA run state), found "
+                             f"{type(state).__name__}; delete it to fit again")
         if overwrite or not same_inputs(state.get("fingerprint"), fit_fp, f"{state_path} (fit on {fit_path})",
                                         action="fitting LDA again and rewriting every split"):
             state = {}

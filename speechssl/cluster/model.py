@@ -239,8 +239,10 @@ class KMeansModel:
                 if "centroids" not in f.keys():
                     raise ValueError(f"{path}: no 'centroids' tensor; not a speechssl k-means model")
                 centroids = f.get_tensor("centroids")
-        except SafetensorError as exc:
-            raise ValueError(f"{path}: not a readable safetensors file ({exc})") from None
+        except SafetensorError as exc:  # names what the file holds (text, garbage, truncated)
+            from speechssl.safe_io import safetensors_refusal
+
+            raise safetensors_refusal(path, exc, "a k-means model written by `speechssl kmeans fit`") from None
         if meta.get("format") != _FORMAT:
             raise ValueError(f"{path}: metadata format is {meta.get('format')!r}, expected {_FORMAT!r}")
         if meta.get("format_version") != _FORMAT_VERSION:

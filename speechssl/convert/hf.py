@@ -28,7 +28,7 @@ from speechssl._hub.modeldir import (
 from speechssl.config import to_dict
 from speechssl.convert.safe_load import safe_torch_load
 from speechssl.registry import Method, RegistryError, get_method, methods_with_converter
-from speechssl.safe_io import BadFileError, load_json
+from speechssl.safe_io import BadFileError, load_json, safetensors_refusal
 
 __all__ = ["read_hf_dir", "write_hf_dir", "is_hf_dir", "hf_model_types", "DESCRIPTION", "claims_dir",
            "read_dir", "write_dir"]
@@ -74,7 +74,7 @@ def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path), device="cpu")
     except (SafetensorError, OSError, ValueError) as exc:
-        raise HubError(f"{path}: not a readable safetensors file: {exc}") from None
+        raise HubError(str(safetensors_refusal(path, exc, "Hugging Face weights (model.safetensors)"))) from None
 
 
 def _read_weights(path: Path) -> tuple[dict[str, torch.Tensor], str]:
