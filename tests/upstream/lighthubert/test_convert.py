@@ -129,3 +129,13 @@ def test_hub_reads_the_official_checkpoint(official, tmp_path):
     wav = [torch.randn(6000, generator=torch.Generator().manual_seed(2))]
     with torch.no_grad():
         assert torch.equal(again(wav)["last_hidden_state"], model(wav)["last_hidden_state"])
+    # the official checkpoint's subnets as standalone upstreams: the supernet's hidden states exactly
+    for spec in ("min", "embed=384,heads=4:6:8:4:6:8:4:6:8:4:6,ffn=3.5,layers=11"):
+        sub = hub.load(path, subnet=spec)
+        subnet = model.parse_subnet(spec)
+        with torch.no_grad():
+            model.subnet, model.hidden_sizes = subnet, [subnet.embed_dim] * (subnet.num_layers + 1)
+            expected = model(wav)["hidden_states"]
+            got = sub(wav)["hidden_states"]
+        assert len(got) == subnet.num_layers + 1
+        assert max(float((a - b).abs().max()) for a, b in zip(got, expected)) <= 1e-6, spec
