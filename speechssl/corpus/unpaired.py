@@ -188,8 +188,8 @@ def unpaired_text(corpus: str | Path, *, subset: str = "read", extra: int = 2000
             continue
         seen.add(text)
         drawn.append(text)
-    stats = {"corpus": str(corpus), "exclude": [str(e) for e in exclude], "subset": subset, "seed": int(seed), "spoken_train": n_spoken,
-             "unspoken_train": extra, "valid": valid, "dropped_as_evaluation": dropped_eval,
+    stats = {"corpus": str(corpus), "exclude": [str(e) for e in exclude], "subset": subset, "seed": int(seed),
+             "spoken_train": n_spoken, "unspoken_train": extra, "valid": valid, "dropped_as_evaluation": dropped_eval,
              "dropped_duplicates": dropped_dup, "evaluation_rows": len(evaluation.exact), "draws": tries}
     _log.info("%s: unpaired text: %d spoken + %d unspoken training sentences, %d valid (%d evaluation rows "
               "kept out, %d training rows dropped as evaluation text)", corpus, n_spoken, extra, valid,

@@ -96,8 +96,10 @@ def test_spm_train_deterministic_with_speecht5_ids(tiny_corpus: Path, tmp_path: 
     text = tmp_path / "t"
     assert cli.main(["text", "unpaired", str(tiny_corpus), "--out", str(text), "--extra", "200"]) == 0
     a, b, c = tmp_path / "a.model", tmp_path / "b.model", tmp_path / "c.model"
-    assert cli.main(["text", "spm-train", "--text", str(text / "train.txt"), "--out", str(a), "--vocab-size", "120"]) == 0
-    assert cli.main(["text", "spm-train", "--text", str(text / "train.txt"), "--out", str(b), "--vocab-size", "120"]) == 0
+    assert cli.main(["text", "spm-train", "--text", str(text / "train.txt"), "--out", str(a),
+                     "--vocab-size", "120"]) == 0
+    assert cli.main(["text", "spm-train", "--text", str(text / "train.txt"), "--out", str(b),
+                     "--vocab-size", "120"]) == 0
     assert a.read_bytes() == b.read_bytes()
     # --corpus trains on the same unpaired training text
     assert cli.main(["text", "spm-train", "--corpus", str(tiny_corpus), "--extra", "200", "--out", str(c),

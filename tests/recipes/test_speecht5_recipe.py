@@ -101,8 +101,10 @@ def test_stages_call_speechssl_in_order_and_skip_when_done(tmp_path: Path) -> No
     assert lines == [
         f"corpus synth --preset tiny --seed 1 --out {exp}/corpus",
         f"corpus synth --preset tiny --seed 0 --out {ev}",
-        f"features dump --manifest-dir {pre} --split train --out {mfcc} --feature mfcc39 --shard 0 --nshard 1 --no-progress",
-        f"features dump --manifest-dir {pre} --split valid --out {mfcc} --feature mfcc39 --shard 0 --nshard 1 --no-progress",
+        f"features dump --manifest-dir {pre} --split train --out {mfcc} --feature mfcc39 --shard 0 --nshard 1 "
+        "--no-progress",
+        f"features dump --manifest-dir {pre} --split valid --out {mfcc} --feature mfcc39 --shard 0 --nshard 1 "
+        "--no-progress",
         f"kmeans fit --feat-dir {mfcc} --split train --nshard 1 --n-clusters 50 --feature mfcc39 100 Hz "
         f"--out {exp}/kmeans/k50.safetensors",
         f"dump-labels --feat-dir {mfcc} --split train --nshard 1 --km {exp}/kmeans/k50.safetensors --out {lab}",
