@@ -71,6 +71,7 @@ setup(
             "cae = speechssl.upstream.cae:METHOD",
             "hubert = speechssl.upstream.hubert:METHOD",
             "mae = speechssl.upstream.mae:METHOD",
+            "mixedae = speechssl.upstream.mixedae:METHOD",
             "simclr = speechssl.upstream.simclr:METHOD",
             "hubertopic = speechssl.upstream.hubertopic:METHOD",
             "lighthubert = speechssl.upstream.lighthubert:METHOD",

@@ -20,9 +20,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from speechssl.nn.masked_image import pixel_targets  # shared with the other masked-image methods
 from speechssl.nn.token_masking import keep_count, random_masking, restore_tokens
 from speechssl.nn.transformer import TransformerEncoder
-from speechssl.nn.vit import VisionTransformer, init_vit_weights, patchify, sincos_2d_table
+from speechssl.nn.vit import VisionTransformer, init_vit_weights, sincos_2d_table
 from speechssl.upstream.mae.config import MAEConfig
 
 __all__ = ["MAEModel", "MAEPretrainModel", "MAEOutput", "pixel_targets"]
@@ -68,16 +69,6 @@ class MAEModel(nn.Module):
         """``images (B, C, H, W)`` → ``{"hidden_states": [(B, 1 + N, D)] * (L + 1), "last_hidden_state",
         "lengths" (B,), "patch_grid"}``."""
         return self.vit(images)
-
-
-def pixel_targets(images: torch.Tensor, patch: int, normalize: bool) -> torch.Tensor:
-    """MAE's targets ``(B, N, p*p*C)``: the patches' pixels, per patch ``(x - mean) / sqrt(var + 1e-6)`` if ``normalize``."""
-    target = patchify(images.float(), patch)  # (B, N, P)
-    if normalize:
-        mean = target.mean(dim=-1, keepdim=True)
-        var = target.var(dim=-1, keepdim=True)  # unbiased, as MAE
-        target = (target - mean) / (var + 1.0e-6) ** 0.5
-    return target
 
 
 @dataclass
