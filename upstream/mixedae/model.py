@@ -45,6 +45,9 @@ the reconstruction). Chosen, with the reasons:
   0.1 and 0.2) are choices, not the paper's values.
 * The decoder sees only one image's tokens per sequence (no class token), so reconstruction
   cannot read the other images of the group.
+* The class token is read by nothing in either loss (patches never attend to it and the decoder
+  gets patch tokens only), so pretraining leaves it at its initial value; probe the patch mean
+  (``image_probe``'s default ``pool=mean``), not ``pool=cls``.
 * Not reproduced: segment embeddings (with the attention mask built from the true sources the
   encoder needs no source identity in its input, and the upstream without mixing has none).
 """
