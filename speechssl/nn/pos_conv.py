@@ -46,6 +46,8 @@ class WeightNormConv1d(nn.Module):
         self.weight_v = nn.Parameter(v)
         self.weight_g = nn.Parameter(torch.ones(g_shape))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self._cached_key: tuple | None = None
+        self._cached_weight: torch.Tensor | None = None
 
     def _norm_dims(self) -> list[int]:
         return [d for d in range(3) if d != self.dim]
@@ -57,9 +59,22 @@ class WeightNormConv1d(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """The effective ``(C_out, C_in / groups, K)`` weight."""
-        v = self.weight_v
-        return v * (self.weight_g / v.norm(dim=self._norm_dims(), keepdim=True))
+        """The effective ``(C_out, C_in / groups, K)`` weight.
+
+        Computed with torch's fused weight-norm kernel (what ``nn.utils.parametrizations.weight_norm``
+        runs). Under ``no_grad``/``inference_mode`` (feature extraction) it is computed once and
+        reused until ``weight_v`` or ``weight_g`` change (their version counters, storage and dtype
+        are the key), so a frozen upstream does not renormalise a 4.7M-number kernel per batch.
+        """
+        v, g = self.weight_v, self.weight_g
+        if torch.is_grad_enabled():
+            return torch._weight_norm(v, g, self.dim)
+        key = (v._version, g._version, v.data_ptr(), g.data_ptr(), v.dtype, v.device)
+        if self._cached_key != key:
+            with torch.no_grad():
+                self._cached_weight = torch._weight_norm(v, g, self.dim)
+            self._cached_key = key
+        return self._cached_weight
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: ``(B, C_in, T)`` → ``(B, C_out, T + 2 * padding - K + 1)``."""
