@@ -149,6 +149,20 @@ def _zip_with_system(path: Path) -> Path:
     return path
 
 
+def _flip_tensor_bit(path: Path) -> Path:
+    """Flip one bit inside the largest tensor record of a torch.save zip (the pickle intact)."""
+    with zipfile.ZipFile(path) as zf:
+        members = {i.filename: zf.read(i.filename) for i in zf.infolist()}
+    key = max((k for k in members if "/data/" in k), key=lambda k: len(members[k]))
+    data = bytearray(members[key])
+    data[len(data) // 2] ^= 0x10
+    members[key] = bytes(data)
+    with zipfile.ZipFile(path, "w") as zf:
+        for name, blob in members.items():
+            zf.writestr(name, blob)
+    return path
+
+
 def _nan_model(ws: Path, tmp: Path, prefix: str = "encoder.layers.0") -> Path:
     """A model directory with NaN weights, as an older speechssl (no finite check) wrote it."""
     import speechssl._hub.modeldir as md
@@ -320,6 +334,44 @@ def _downstream_case(text: str, *fragments: str):
     return build
 
 
+def _ks_data(ws: Path, tmp: Path) -> Path:
+    """A keyword-spotting data dir (keywords/{train,valid,test}.tsv + .kw) over the workspace audio."""
+    data = tmp / "ksdata"
+    sub = data / "keywords"
+    _copy_tree(ws / "corpus" / "wav", sub / "wav")
+    for split in ("train", "valid", "test"):
+        write_manifest(sub / f"{split}.tsv", sub / "wav", [("u0.wav", SIZES[0]), ("u1.wav", SIZES[1])])
+        _text(sub / f"{split}.kw", "yes\nno\n")
+    return data
+
+
+@pytest.fixture(scope="module")
+def ks_exp(ws: Path) -> Path:
+    """A finished 2-update ks experiment on the fbank baseline (for -m evaluate cases)."""
+    data = _ks_data(ws, ws / "ks")
+    exp = ws / "ks" / "exp"
+    assert cli(["-q", "downstream", "-m", "train", "-d", "ks", "-u", "fbank", "--data", str(data), "-p", str(exp),
+                "-o", "trainer.max_updates=2", "--no-cache"]) == 0
+    return exp
+
+
+def _ks_case(edit: Callable[[Path], None], *fragments: str):
+    def build(ws: Path, tmp: Path):
+        data = _ks_data(ws, tmp)
+        edit(data / "keywords")
+        return (["downstream", "-m", "train", "-d", "ks", "-u", "fbank", "--data", str(data), "-p", str(tmp / "exp"),
+                 "-o", "trainer.max_updates=2", "--no-cache"], fragments)
+    return build
+
+
+def _evaluate_case(edit: Callable[[Path], None], *fragments: str):
+    def build(ws: Path, tmp: Path):
+        exp = _copy_tree(ws / "ks" / "exp", tmp / "exp")
+        edit(exp)
+        return ["downstream", "-m", "evaluate", "-e", str(exp)], fragments
+    return build
+
+
 def _manifest_case(make: Callable[[Path], None], *fragments: str):
     def build(ws: Path, tmp: Path):
         src = tmp / "audio"
@@ -327,6 +379,22 @@ def _manifest_case(make: Callable[[Path], None], *fragments: str):
         make(src)
         return ["manifest", str(src), "--dest", str(tmp / "m"), "--no-progress"], fragments
     return build
+
+
+def _librispeech_case(make: Callable[[Path], None], *fragments: str, verb: str = "import-librispeech"):
+    def build(ws: Path, tmp: Path):
+        root = tmp / "src"
+        root.mkdir()
+        make(root)
+        return ["corpus", verb, str(root), "--out", str(tmp / "out")], fragments
+    return build
+
+
+def _chapter(root: Path, trans: str, flac: bool = True) -> None:
+    d = root / "train-clean-5" / "19" / "198"
+    _text(d / "19-198.trans.txt", trans)
+    if flac:
+        audio.save(d / "19-198-0001.flac", np.zeros(1600, np.float32))
 
 
 def _trunc_shard(f: Path) -> Path:
@@ -512,10 +580,47 @@ CASES: dict[str, list[tuple[str, Callable]]] = {
                                                 "duplicate key 'max_updates'")),
         ("YAML syntax", _downstream_case("run: {a: [\n", "not valid YAML")),
         ("YAML top-level list", _downstream_case("- run\n", "mapping")),
+        ("manifest without root", _ks_case(lambda k: (k / "train.tsv").write_text("u0.wav\t8000\n"),
+                                           "train.tsv:1:", "root directory")),
+        ("wrong sample count", _ks_case(lambda k: (k / "valid.tsv").write_text(
+            (k / "valid.tsv").read_text().replace("\t9000", "\t9001")), "valid.tsv:3", "num_samples is 9001")),
+        ("label rows != manifest", _ks_case(lambda k: _text(k / "train.kw", "yes\nno\nextra\n"), "train.kw",
+                                            "3 rows", "2")),
+        ("missing audio", _ks_case(lambda k: (k / "wav" / "u1.wav").unlink(), "u1.wav not found")),
+        ("evaluate: text checkpoint", _evaluate_case(lambda e: _text(e / "checkpoint_best.pt"),
+                                                     "checkpoint_best.pt", "found a text file")),
+        ("evaluate: truncated checkpoint", _evaluate_case(lambda e: _truncate(e / "checkpoint_best.pt"),
+                                                          "checkpoint_best.pt", "truncated or damaged")),
+        ("evaluate: flipped bit", _evaluate_case(lambda e: _flip_tensor_bit(e / "checkpoint_best.pt"),
+                                                 "checkpoint_best.pt", "digest")),
+        ("evaluate: config.yaml duplicate key", _evaluate_case(
+            lambda e: _text(e / "config.yaml", "run:\n  a: 1\nrun:\n  b: 2\n"), "config.yaml:3:",
+            "duplicate key 'run'")),
     ],
     "manifest": [
         ("text file as .wav", _manifest_case(lambda s: (_text(s / "a.wav"), audio.save(
-            s / "b.wav", np.zeros(1600, np.float32))), "a.wav")),
+            s / "b.wav", np.zeros(1600, np.float32))), "a.wav", "not a readable audio file")),
+        ("8 kHz audio", _manifest_case(lambda s: audio.save(s / "a.wav", np.zeros(800, np.float32), sample_rate=8000),
+                                       "a.wav", "8000 Hz")),
+        ("no audio files", _manifest_case(lambda s: _text(s / "notes.txt"), "no *.wav")),
+    ],
+    "corpus import-librispeech": [
+        ("bad transcript line", _librispeech_case(lambda r: _chapter(r, "garbage line\n"), "19-198.trans.txt:1",
+                                                  "expected")),
+        ("transcript without audio", _librispeech_case(
+            lambda r: _chapter(r, "19-198-0001 HELLO\n19-198-0002 WORLD\n"), "19-198-0002")),
+        ("text file as .flac", _librispeech_case(
+            lambda r: (_chapter(r, "19-198-0001 HELLO\n", flac=False),
+                       _text(r / "train-clean-5" / "19" / "198" / "19-198-0001.flac")), "19-198-0001.flac")),
+        ("not a LibriSpeech tree", _librispeech_case(lambda r: _text(r / "readme.txt"), "src")),
+    ],
+    "corpus import-speech-commands": [
+        ("not a Speech Commands tree", _librispeech_case(lambda r: _text(r / "readme.txt"), "src",
+                                                         verb="import-speech-commands")),
+        ("testing_list names a missing clip", _librispeech_case(
+            lambda r: (audio.save(r / "yes" / "a_nohash_0.wav", np.zeros(16000, np.float32)),
+                       _text(r / "validation_list.txt", ""), _text(r / "testing_list.txt", "yes/b_nohash_0.wav\n")),
+            "b_nohash_0.wav", "split lists", verb="import-speech-commands")),
     ],
 }
 
@@ -523,7 +628,9 @@ _PARAMS = [pytest.param(verb, build, id=f"{verb}: {name}") for verb, cases in CA
 
 
 @pytest.mark.parametrize("verb, build", _PARAMS)
-def test_bad_input_is_one_line_naming_the_file(verb, build, ws, tmp_path, capsys) -> None:
+def test_bad_input_is_one_line_naming_the_file(verb, build, ws, tmp_path, capsys, request) -> None:
+    if "evaluate:" in request.node.callspec.id:
+        request.getfixturevalue("ks_exp")
     argv, fragments = build(ws, tmp_path)
     status, lines = _run(argv, capsys)
     line = _check(status, lines, tuple(fragments))
