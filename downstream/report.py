@@ -16,7 +16,8 @@ names the corpus (and its preset, from its ``corpus.json``) the results were sco
 Wilson interval of a test accuracy (from the number of scored items), else ± std over runs
 when a cell has several (each run is also drawn as a dot); per task, reference lines for
 chance (:func:`chance_level`), ``fbank`` and the best upstream. Panels of one metric kind
-share one y-axis starting at 0 (0–100 for percentages), so bar heights compare across tasks.
+share one y-axis starting at 0 (accuracy-like percentages 0–100; error rates 0–100, or more
+when one exceeds 100; other scores 0–1), so bar heights compare across tasks.
 
 A non-finite score (NaN) is never written as bare ``NaN``: ``report.json`` holds ``null`` and
 ``nan_from`` names the result files it came from; the table shows ``NaN`` and lists them.
@@ -256,7 +257,7 @@ def render_markdown(results: list[dict[str, Any]], plots: list[str] | None = Non
                       "interval of a test accuracy (from the scored items), else ± std over runs for cells with "
                       "several (each run a dot); none for a single run of another metric. Lines: chance "
                       "(dashed grey), fbank (dotted black), best (dash-dot red). Panels of one metric kind "
-                      "share one y-axis from 0.", ""]
+                      "(accuracy-like %, error rates %, other scores) share one y-axis from 0.", ""]
         lines += [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
 

@@ -3,6 +3,7 @@ one y-axis per metric kind) and ``layer_weights.png``. See :mod:`.report` for wh
 from __future__ import annotations
 
 import math
+import textwrap
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -70,11 +71,12 @@ def plot_metrics(results: list[dict[str, Any]], path: Path) -> Any:
         arrow = "↑" if m["higher_is_better"] else "↓"
         ax.set_title(f"{task}: {METRIC_NAMES.get(m['metric'], m['metric'])}{rc.unit(m['metric'])} {arrow}", fontsize=9)
         ax.grid(axis="y", color="0.9", zorder=0)
-    # one y range per metric kind (percentages / other scores), from 0, shared by its panels
-    kinds: dict[bool, list[Any]] = defaultdict(list)
+    # one y range per metric kind, from 0, shared by its panels: percentages where higher is better
+    # (accuracy, F1: 0-100), error rates (0-100, or more when insertions push one past 100), others
+    kinds: dict[tuple[bool, bool], list[Any]] = defaultdict(list)
     for panel in panels:
-        kinds[panel[6] == 100.0].append(panel)
-    for percent, group in kinds.items():
+        kinds[(panel[6] == 100.0, bool(t["meta"][panel[1]]["higher_is_better"]))].append(panel)
+    for (percent, _), group in kinds.items():
         values = [v for p in group for v in p[4] + list(p[5].values())]
         top = max([100.0 if percent else 1.0] + values)
         bottom = min([0.0] + values)
@@ -100,10 +102,13 @@ def plot_metrics(results: list[dict[str, Any]], path: Path) -> Any:
     counts = sorted({len(v) for v in t["cells"].values()})
     runs = ("single runs" if counts == [1] else f"mean of {counts[0]} runs" if len(counts) == 1
             else "mean over runs where a cell has several, else single runs")
-    fig.suptitle(f"{where} · {runs} · error bars: 95 % interval (accuracy) or ± std (runs)", fontsize=9)
+    rule = f"{runs}; error bars: 95 % interval of a test accuracy, else ± std over runs; dots: runs"
+    width = int(16 * fig.get_figwidth())  # characters of 8-point text that fit across the figure
+    fig.suptitle("\n".join(textwrap.wrap(where, width) + textwrap.wrap(rule, width)), fontsize=8)
     handles = [Line2D([], [], ls=style, color=colour, label=label) for label, style, colour in REFERENCE_LINES.values()]
     fig.legend(handles=handles, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    _save(fig, path, rect=(0, 0.06, 1, 0.95))
+    title_lines = fig._suptitle.get_text().count("\n") + 1
+    _save(fig, path, rect=(0, 0.06, 1, 1 - 0.035 * title_lines * 3.9 / fig.get_figheight()))
     return fig
 
 

@@ -100,9 +100,9 @@ def test_figure_has_error_bars_values_reference_lines_and_shared_axes(tmp_path, 
     # the value of every bar is written on it
     assert [t.get_text() for t in ks.texts if t.get_gid() == "value"] == ["15.4", "38.5"]
     assert [t.get_text() for t in qbe.texts if t.get_gid() == "value"] == ["0.360"]  # no fbank run on qbe
-    # one y-axis per metric kind, from 0: every percentage panel 0..~114, the MTWV panel its own
-    assert ks.get_ylim() == pr.get_ylim() and ks.get_ylim()[0] == 0 and ks.get_ylim()[1] >= 100
-    assert qbe.get_ylim()[0] == 0 and qbe.get_ylim()[1] >= 1 and qbe.get_ylim() != ks.get_ylim()
+    # y-axes from 0 over the metric's whole range (0-100 %, MTWV 0-1), not zoomed on the bars
+    assert ks.get_ylim()[0] == pr.get_ylim()[0] == qbe.get_ylim()[0] == 0
+    assert ks.get_ylim()[1] >= 100 and pr.get_ylim()[1] >= 100 and 1 <= qbe.get_ylim()[1] < 2
     assert "speechssl-espeak preset tiny" in fig._suptitle.get_text() and "single runs" in fig._suptitle.get_text()
 
 
@@ -170,3 +170,16 @@ def test_runs_table_gives_hub_info_sha_next_to_the_fingerprint(tmp_path):
     assert info.sha256 != fingerprint  # two digests of one model: the table says which is which
     assert "`speechssl hub info` prints a different digest" in md
     assert summarize(collect_results([tmp_path / "exp"]))[0]["hub_sha256"] == info.sha256
+
+
+def test_panels_of_one_metric_kind_share_one_y_axis(tmp_path):
+    """ks at 2 and 5 of 13 and sid at 90 % share one accuracy axis (no per-panel zoom that makes
+    2 vs 5 look like a landslide); an error rate above 100 % widens only the error-rate panels."""
+    rows = [_result("ks", "fbank", 2 / 13), _result("ks", "hubert", 5 / 13),
+            _result("sid", "fbank", 0.9, count=10), _result("sid", "hubert", 0.7, count=10),
+            _result("pr", "fbank", 1.31, metric="per", higher=False), _result("asr", "fbank", 0.97, metric="wer",
+                                                                              higher=False)]
+    fig = plot_metrics(collect_results([_write(tmp_path / "exp", rows)]), tmp_path / "m.png")
+    axes = {ax.get_title().split(":")[0]: ax for ax in fig.axes if ax.get_title()}
+    assert axes["ks"].get_ylim() == axes["sid"].get_ylim() == (0.0, pytest.approx(114.0))
+    assert axes["pr"].get_ylim() == axes["asr"].get_ylim() == (0.0, pytest.approx(131.0 * 1.14))
