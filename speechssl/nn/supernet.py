@@ -29,7 +29,9 @@ Standalone subnets: :meth:`SupernetEncoder.extract` copies a subnet's slices int
 dict of a :class:`SupernetEncoder` of width ``E`` whose layers have their own heads and FFN
 widths (``layer_heads`` / ``layer_ffn_dims``); that encoder, run whole, computes what the
 supernet computes when it runs the subnet. The position convolution's kernel is stored already
-normalised (``weight_v`` = the supernet's sliced effective kernel, ``weight_g = ||weight_v||``).
+normalised (``weight_v`` = the supernet's sliced effective kernel, ``weight_g = ||weight_v||``)
+and run as stored (``stored_pos_kernel``): renormalising it would round differently (~1e-9),
+and the standalone model would no longer equal the supernet exactly.
 
 Subnet specs (:func:`parse_spec` / :func:`format_spec`): comma-separated ``field=value`` with
 fields ``embed`` (``E``), ``heads`` (per layer), ``ffn`` (FFN ratio ``F_l / E`` per layer) and
@@ -415,14 +417,18 @@ class SupernetEncoder(nn.Module):
         head_dim: dims per head (default ``dim / num_heads``).
         layer_heads, layer_ffn_dims: each layer's own heads and FFN width (an extracted subnet,
             :meth:`extract`); None: ``num_heads`` and ``ffn_dim`` in every layer.
+        stored_pos_kernel: the position convolution runs ``weight_v`` as stored, the effective
+            kernel :meth:`extract` wrote (``weight_g`` then only records its norm); False: weight norm.
     """
 
     def __init__(self, dim: int, ffn_dim: int, num_layers: int, num_heads: int, *, dropout: float = 0.1,
                  attention_dropout: float = 0.1, activation_dropout: float = 0.0, activation_fn: str = "gelu",
                  layer_norm_first: bool = False, layer_norm_eps: float = 1e-5, conv_pos: int = 128,
                  conv_pos_groups: int = 16, head_dim: int | None = None,
-                 layer_heads: Sequence[int] | None = None, layer_ffn_dims: Sequence[int] | None = None) -> None:
+                 layer_heads: Sequence[int] | None = None, layer_ffn_dims: Sequence[int] | None = None,
+                 stored_pos_kernel: bool = False) -> None:
         super().__init__()
+        self.stored_pos_kernel = stored_pos_kernel
         layer_heads = list(layer_heads) if layer_heads else [num_heads] * num_layers
         layer_ffn_dims = list(layer_ffn_dims) if layer_ffn_dims else [ffn_dim] * num_layers
         if not len(layer_heads) == len(layer_ffn_dims) == num_layers:
@@ -461,13 +467,14 @@ class SupernetEncoder(nn.Module):
         """The state dict of a standalone encoder that computes ``subnet``.
 
         That encoder is ``SupernetEncoder(E, max(ffn_dims), L', max(heads), head_dim=self.head_dim,
-        layer_heads=subnet.heads, layer_ffn_dims=subnet.ffn_dims, ...)``; run whole, it gives this
-        encoder's hidden states for ``subnet``. Tensors are fresh copies (CPU or wherever the weights are).
+        layer_heads=subnet.heads, layer_ffn_dims=subnet.ffn_dims, stored_pos_kernel=True, ...)``;
+        run whole, it gives this encoder's hidden states for ``subnet``. Tensors are fresh copies on
+        the weights' device.
         """
         self.check(subnet)
         E = subnet.embed_dim
         conv = self.pos_conv[0]
-        kernel = conv.weight[:E, : E // conv.groups].detach().clone()  # the effective (normalised) kernel
+        kernel = (conv.weight_v if self.stored_pos_kernel else conv.weight)[:E, : E // conv.groups].detach().clone()
         out: dict[str, torch.Tensor] = {
             "pos_conv.0.weight_v": kernel,
             "pos_conv.0.weight_g": kernel.norm(dim=[d for d in range(3) if d != conv.dim], keepdim=True),
@@ -502,7 +509,8 @@ class SupernetEncoder(nn.Module):
         """Sliced conv position embedding of ``x`` ``(B, T, E)`` (padded frames zero) → ``(B, T, E)``."""
         conv, same_pad, act = self.pos_conv
         E = x.shape[-1]
-        weight = conv.weight[:E, : E // conv.groups]
+        kernel = conv.weight_v if self.stored_pos_kernel else conv.weight
+        weight = kernel[:E, : E // conv.groups]
         bias = None if conv.bias is None else conv.bias[:E]
         y = F.conv1d(x.transpose(1, 2), weight.to(x.dtype), bias, padding=conv.padding, groups=conv.groups)
         return act(same_pad(y)).transpose(1, 2)

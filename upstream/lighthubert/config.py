@@ -128,9 +128,10 @@ class LightHubertConfig(TrunkConfig):
                              f"({len(self.layer_ffn_dims)}) must name all encoder_layers ({L})")
         if self.subnet_embed_dim or self.subnet_heads or self.subnet_ffn_dims:
             raise ValueError("an extracted subnet (layer_heads set) runs only itself: leave subnet_* empty")
-        if max(self.layer_heads) != self.encoder_attention_heads or max(self.layer_ffn_dims) != self.encoder_ffn_embed_dim:
-            raise ValueError("an extracted subnet's encoder_attention_heads / encoder_ffn_embed_dim must be the largest "
-                             "of layer_heads / layer_ffn_dims")
+        if (max(self.layer_heads) != self.encoder_attention_heads
+                or max(self.layer_ffn_dims) != self.encoder_ffn_embed_dim):
+            raise ValueError("an extracted subnet's encoder_attention_heads / encoder_ffn_embed_dim must be the "
+                             "largest of layer_heads / layer_ffn_dims")
         if min(self.layer_heads) < 1 or min(self.layer_ffn_dims) < 1:
             raise ValueError("layer_heads and layer_ffn_dims must be >= 1")
 

@@ -77,7 +77,8 @@ class LightHubertModel(nn.Module):
             activation_dropout=config.activation_dropout, activation_fn=config.activation_fn,
             layer_norm_first=config.layer_norm_first, layer_norm_eps=config.layer_norm_eps,
             conv_pos=config.conv_pos, conv_pos_groups=config.conv_pos_groups, head_dim=config.head_dim,
-            layer_heads=config.layer_heads or None, layer_ffn_dims=config.layer_ffn_dims or None)
+            layer_heads=config.layer_heads or None, layer_ffn_dims=config.layer_ffn_dims or None,
+            stored_pos_kernel=config.is_extracted)
         self.downsample_rate: int = config.downsample_rate
         self.subnet = self.check_subnet(config.subnet)
         self.hidden_sizes: list[int] = [self.subnet.embed_dim] * (self.subnet.num_layers + 1)
