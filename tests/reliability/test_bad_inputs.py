@@ -320,6 +320,17 @@ def _resume_from(write: Callable[[Path], None]):
     return edit
 
 
+def _data_edit(edit: Callable[[Path], None]):
+    def run(tmp: Path, data: Path) -> list[str]:
+        edit(data)
+        return []
+    return run
+
+
+def _km_rows(data: Path) -> list[str]:
+    return (data / "train.km").read_text().splitlines()
+
+
 def _config_file(text: str):
     def edit(tmp: Path, data: Path) -> list[str]:
         return ["--config", str(_text(tmp / "cfg.yaml", text))]
@@ -565,12 +576,27 @@ CASES: dict[str, list[tuple[str, Callable]]] = {
         ("YAML top-level list", _pretrain_case(_config_file("- 1\n"), "cfg.yaml", "mapping")),
         ("override duplicate key", _pretrain_case(lambda t, d: ["trainer.optim={lr: 1, lr: 2}"],
                                                   "duplicate key 'lr'")),
+        ("manifest without root", _pretrain_case(_data_edit(lambda d: (d / "train.tsv").write_text(
+            "".join((d / "train.tsv").read_text().splitlines(True)[1:]))), "train.tsv:1:", "root directory")),
+        ("wrong sample count", _pretrain_case(_data_edit(lambda d: (d / "train.tsv").write_text(
+            (d / "train.tsv").read_text().replace("\t14805", "\t14000"))), "train.tsv:2", "num_samples is 14000")),
+        ("unit label not an integer", _pretrain_case(_data_edit(lambda d: _text(
+            d / "train.km", "\n".join(["x " + _km_rows(d)[0], *_km_rows(d)[1:]]) + "\n")), "train.km:1", "'x'")),
+        ("unit label outside dict", _pretrain_case(_data_edit(lambda d: _text(
+            d / "train.km", "\n".join(["99 " + _km_rows(d)[0], *_km_rows(d)[1:]]) + "\n")), "train.km:1", "99")),
+        ("label rows != manifest", _pretrain_case(_data_edit(lambda d: _text(
+            d / "train.km", "\n".join(_km_rows(d)[:-1]) + "\n")), "train.km", "rows")),
+        ("dict line malformed", _pretrain_case(_data_edit(lambda d: _text(d / "dict.km.txt", "0 1\n1\n")),
+                                               "dict.km.txt:2:", "symbol count")),
         ("resume: text checkpoint", _pretrain_case(_resume_from(lambda p: _text(p)), "checkpoint_last.pt",
                                                    "found a text file")),
         ("resume: garbage checkpoint", _pretrain_case(_resume_from(lambda p: _garbage(p)), "checkpoint_last.pt",
                                                       "binary data")),
         ("resume: pickle of os.system", _pretrain_case(_resume_from(lambda p: _zip_with_system(p)),
                                                        "checkpoint_last.pt", "posix.system")),
+        ("resume: truncated checkpoint", _pretrain_case(
+            _resume_from(lambda p: _truncate((torch.save({"model": {"w": torch.ones(4096)}}, p), p)[1])),
+            "checkpoint_last.pt", "truncated or damaged")),
         ("resume: not a Trainer checkpoint", _pretrain_case(
             _resume_from(lambda p: torch.save({"weights": torch.ones(2)}, p)), "checkpoint_last.pt",
             "not a speechssl training checkpoint")),
@@ -635,6 +661,17 @@ def test_bad_input_is_one_line_naming_the_file(verb, build, ws, tmp_path, capsys
     status, lines = _run(argv, capsys)
     line = _check(status, lines, tuple(fragments))
     print(line.split(" ERROR ", 1)[1])  # shown with -rP
+
+
+def test_hub_info_flags_nan_weights_of_a_checkpoint(ws, tmp_path, capsys) -> None:
+    """Correct handling rather than refusal: hub info describes the checkpoint (exit 0) and flags
+    the NaN tensor in a warning and in the JSON's source; converting it is refused (CASES)."""
+    ckpt = _nan_checkpoint(ws, tmp_path)
+    capsys.readouterr()
+    assert cli(["-q", "hub", "info", str(ckpt), "--json"]) == 0
+    out = capsys.readouterr()
+    assert "checkpoint_7.pt: tensor 'encoder.layers.0.fc1.weight' (float32, shape (768, 192)) holds 1 NaN" in out.err
+    assert "1 NaN" in json.loads(out.out)["source"]["nonfinite"]
 
 
 def test_case_counts_per_verb() -> None:
