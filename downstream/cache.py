@@ -65,9 +65,13 @@ class CachedSplit:
         if missing:
             raise ValueError(f"{self.directory}: layers {missing} not cached (holds {held})")
         self.layers = wanted
-        index = np.load(self.directory / "index.npy")
+        from speechssl.safe_io import load_npy
+
+        # a damaged cache (a truncated layer file) is named, with the fix, in one line
+        hint = "a feature cache file (delete the cache directory to rebuild it)"
+        index = load_npy(self.directory / "index.npy", mmap_mode=None, ndim=2, expected=hint)
         self.starts, self.lengths = index[:, 0], index[:, 1]
-        self._arrays = [np.load(self.directory / f"layer_{l:02d}.npy", mmap_mode="r") for l in wanted]
+        self._arrays = [load_npy(self.directory / f"layer_{l:02d}.npy", ndim=2, expected=hint) for l in wanted]
 
     def __len__(self) -> int:
         return len(self.lengths)

@@ -128,9 +128,13 @@ def main(args: argparse.Namespace) -> int:
 def _warn_if_config_changed(path: Path, resolved: dict[str, Any]) -> None:
     if not path.is_file():
         return
-    try:
-        old = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError):
+    from speechssl.safe_io import load_yaml as load_yaml_file
+
+    try:  # the run's own file: an unreadable one only skips this warning
+        old = load_yaml_file(path) or {}
+    except (OSError, ValueError):
+        return
+    if not isinstance(old, dict):
         return
     changed = [k for k in ("model", "task", "trainer") if old.get(k) != resolved.get(k)]
     if changed:
