@@ -16,6 +16,7 @@ from speechssl.nn.vit import VisionTransformer, patchify
 from speechssl.train.task import PretrainContext
 from speechssl.upstream.mixedae import (
     METHOD, MixedAEConfig, MixedAEPretrainModel, MixedAETask, MixedAETaskConfig, homologous_contrastive,
+    image_contrastive, source_halves,
 )
 
 
@@ -201,10 +202,11 @@ def test_task_loss_is_reconstruction_plus_weighted_contrast(tmp_path: Path) -> N
     model = _tiny_model()
     g = torch.Generator().manual_seed(7)
     batch = {"image": torch.rand(8, 3, 8, 8, generator=g), "noise": torch.rand(8, 16, generator=g)}
-    loss, size, logs = task.loss(model, batch)
-    out = model(batch["image"], batch["noise"])
+    with torch.no_grad():
+        loss, size, logs = task.loss(model, batch)
+        out = model(batch["image"], batch["noise"])
     mse = masked_mse(out.pred, out.target, out.mask)
-    hc = float(out.hc_sum.detach()) / out.hc_anchors
+    hc = float(out.hc_sum) / out.hc_anchors
     assert size == 8 * 12 == mse.count
     assert float(loss) == pytest.approx(float(mse.loss) + 0.3 * size * hc, rel=1e-6)
     assert logs["mse"] / size == pytest.approx(float(mse.loss) / size) and logs["hc"] / size == pytest.approx(hc)
@@ -228,7 +230,7 @@ def test_one_training_step_lowers_the_loss(tmp_path: Path) -> None:
     opt.step()
     with torch.no_grad():
         loss1, _, logs1 = task.loss(model, batch)
-    assert float(loss1) < float(loss0)
+    assert float(loss1) < float(loss0.detach())
     assert logs1["mse"] < logs0["mse"] and logs1["hc"] < logs0["hc"]
 
 
@@ -241,3 +243,51 @@ def test_config_errors_name_the_field(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="model.image_size"):
         MixedAEConfig(image_size=30).validate()
     assert METHOD.modality == "image" and set(METHOD.presets) == {"tiny", "small"}
+
+
+def test_source_halves_alternate_within_each_image() -> None:
+    source = torch.tensor([[0, 1, 0, 0, 1, 1, 0, 1]])
+    # image 0 at positions 0, 2, 3, 6 -> halves 0, 1, 0, 1; image 1 at 1, 4, 5, 7 -> 0, 1, 0, 1
+    assert source_halves(source, 2).tolist() == [[0, 0, 1, 0, 1, 0, 1, 1]]
+
+
+def test_image_contrastive_by_hand() -> None:
+    tau = 0.5
+    a = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    b = torch.tensor([[0.6, 0.8], [-0.6, 0.8]])
+    total, count = image_contrastive(a, b, tau)
+    z = [(1.0, 0.0), (0.0, 1.0), (0.6, 0.8), (-0.6, 0.8)]
+    partner = [2, 3, 0, 1]
+    expected = 0.0
+    for i in range(4):
+        s = {k: (z[i][0] * z[k][0] + z[i][1] * z[k][1]) / tau for k in range(4) if k != i}
+        expected += -(s[partner[i]] - math.log(sum(math.exp(v) for v in s.values())))
+    assert count == 4 and float(total) == pytest.approx(expected, rel=1e-6)
+
+
+def test_image_level_loss_pools_each_real_image_halves() -> None:
+    torch.manual_seed(0)
+    model = MixedAEPretrainModel(MixedAEConfig(image_size=8, patch=2, dim=16, ffn_dim=32, heads=2, decoder_dim=8,
+                                               decoder_ffn_dim=16, decoder_heads=2, hc_dim=8), mix=4,
+                                 hc_level="image")
+    g = torch.Generator().manual_seed(9)
+    images, noise = torch.rand(6, 3, 8, 8, generator=g), torch.rand(6, 16, generator=g)
+    with torch.no_grad():
+        out = model(images, noise)
+    assert out.hc_anchors == 2 * 6  # two halves of each real image, fillers left out
+    # by hand: the pooled head outputs of each image's two halves
+    vit = model.upstream.vit
+    rows = torch.arange(8) % 6
+    mixed = mix_images(images[rows], out.source, 4, 2)
+    latent = encode_with_attention_mask(vit, vit.with_prefix(vit.embed(mixed)), group_attention_mask(out.source, 1))[-1]
+    feats = model.hc_head(latent[:, 1:])
+    half = source_halves(out.source, 4)
+    a, b = [], []
+    for row in range(6):
+        gi, k = divmod(row, 4)
+        a.append(feats[gi][(out.source[gi] == k) & (half[gi] == 0)].mean(0))
+        b.append(feats[gi][(out.source[gi] == k) & (half[gi] == 1)].mean(0))
+    ref, _ = image_contrastive(torch.stack(a).detach(), torch.stack(b).detach(), model.hc_temperature)
+    assert float(out.hc_sum) == pytest.approx(float(ref), rel=1e-5)
+    with pytest.raises(ValueError, match="hc_level must be"):
+        MixedAEPretrainModel(MixedAEConfig(), hc_level="pixel")

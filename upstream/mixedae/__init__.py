@@ -13,11 +13,13 @@ Registered as the ``mixedae`` method through the ``speechssl.upstream`` entry po
 from speechssl.registry import Method
 from speechssl.upstream.mixedae.config import PRESETS, MixedAEConfig
 from speechssl.upstream.mixedae.example import write_example
-from speechssl.upstream.mixedae.model import MixedAEModel, MixedAEPretrainModel, homologous_contrastive
+from speechssl.upstream.mixedae.model import (
+    MixedAEModel, MixedAEPretrainModel, homologous_contrastive, image_contrastive, source_halves,
+)
 from speechssl.upstream.mixedae.task import MixedAETask, MixedAETaskConfig
 
 __all__ = ["MixedAEConfig", "MixedAEModel", "MixedAEPretrainModel", "MixedAETask", "MixedAETaskConfig", "PRESETS",
-           "METHOD", "homologous_contrastive"]
+           "METHOD", "homologous_contrastive", "image_contrastive", "source_halves"]
 
 METHOD = Method(
     name="mixedae",

@@ -28,6 +28,11 @@ Learning"): the ViT upstream and the mixed-autoencoder pretraining model.
      anchor, its homologous patches the positives, every other patch of that mixed image the
      negatives: ``-1/|P(i)| Σ_{j∈P(i)} log( exp(s_ij/τ) / Σ_{k≠i} exp(s_ik/τ) )`` with cosine
      similarity ``s``, averaged over the anchors (filler images' patches take no part).
+     ``hc_level="image"`` instead pools per source image: each image's patches are split into
+     two interleaved halves (:func:`source_halves`), each half's head outputs mean-pooled, and
+     NT-Xent over the batch's halves (:func:`image_contrastive`): the positive of a half is the
+     other half of its image, the negatives every half of every other image (those it was mixed
+     with included).
 
 **What the paper fixes and what was chosen here.** The paper's method section could not be
 read here (the stored copies hold its abstract and introduction: mixing for MAE, homologous
@@ -39,8 +44,9 @@ the reconstruction). Chosen, with the reasons:
   formulation, and the exact version of what the paper's attention approximates (it samples,
   per query, the keys with the highest attention scores; that TopK form is not implemented).
 * The contrastive loss is patch-level and within a mixed image (supervised-contrastive form
-  above): "each patch recognises its homologous patches" is a per-patch statement, and the
-  negatives that matter for recognition are the heterologous patches it is mixed with. The
+  above) by default: "each patch recognises its homologous patches" is a per-patch statement,
+  and the negatives that matter for recognition are the heterologous patches it is mixed with;
+  the pooled per-image form (``hc_level="image"``) is the alternative the issue sketched. The
   loss weight and temperature (:class:`~speechssl.upstream.mixedae.task.MixedAETaskConfig`,
   0.1 and 0.2) are choices, not the paper's values.
 * The decoder sees only one image's tokens per sequence (no class token), so reconstruction
@@ -68,7 +74,8 @@ from speechssl.nn.transformer import TransformerEncoder
 from speechssl.nn.vit import VisionTransformer, init_vit_weights, sincos_2d_table
 from speechssl.upstream.mixedae.config import MixedAEConfig
 
-__all__ = ["MixedAEModel", "MixedAEPretrainModel", "MixedAEOutput", "homologous_contrastive"]
+__all__ = ["MixedAEModel", "MixedAEPretrainModel", "MixedAEOutput", "homologous_contrastive", "source_halves",
+           "image_contrastive"]
 
 
 class MixedAEModel(nn.Module):
@@ -147,13 +154,35 @@ def homologous_contrastive(z: torch.Tensor, source: torch.Tensor, valid: torch.T
     return (per_anchor * anchors).sum(), int(anchors.sum())
 
 
+def source_halves(source: torch.Tensor, r: int) -> torch.Tensor:
+    """``source (G, N)`` → ``half (G, N)`` int64 in {0, 1}: the ``j``-th patch (row-major) of an image gets ``j % 2``."""
+    own = F.one_hot(source, r)  # (G, N, r)
+    rank = own.cumsum(dim=1).gather(2, source[..., None]).squeeze(-1) - 1  # (G, N): j of each patch in its image
+    return rank % 2
+
+
+def image_contrastive(a: torch.Tensor, b: torch.Tensor, temperature: float) -> tuple[torch.Tensor, int]:
+    """NT-Xent between two pooled halves of ``R`` images: ``a, b (R, E)`` → ``(Σ over the 2R halves of
+    -log softmax_{k≠i}(s_ik / τ)[partner(i)], 2R)``, cosine similarity ``s``, float32."""
+    if a.dim() != 2 or a.shape != b.shape:
+        raise ValueError(f"a and b must both be (R, E), got {tuple(a.shape)} and {tuple(b.shape)}")
+    if temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature}")
+    R = a.shape[0]
+    z = F.normalize(torch.cat([a, b]).float(), dim=-1)  # (2R, E)
+    logits = (z @ z.t() / temperature).masked_fill(torch.eye(2 * R, dtype=torch.bool, device=z.device), -1.0e9)
+    partner = torch.cat([torch.arange(R, 2 * R), torch.arange(R)]).to(z.device)
+    return F.cross_entropy(logits, partner, reduction="sum"), 2 * R
+
+
 @dataclass
 class MixedAEOutput:
     """One MixedAE forward.
 
     ``pred``/``target`` ``(G*r, N, p*p*C)`` per (padded) source image; ``mask (G*r, N)`` bool, True on
     the scored patches (not given by the image, real images only); ``source (G, N)``; ``real (G*r,)``
-    bool (False: filler); ``hc_sum`` float32 scalar and ``hc_anchors`` of :func:`homologous_contrastive`.
+    bool (False: filler); ``hc_sum`` float32 scalar and ``hc_anchors`` of :func:`homologous_contrastive`
+    (anchor patches) or :func:`image_contrastive` (image halves).
     """
 
     pred: torch.Tensor
@@ -173,10 +202,12 @@ class MixedAEPretrainModel(nn.Module):
         mix: ``r``, images mixed into one (the paper: 4, i.e. each image shows 25% of its patches).
         norm_pix_loss: normalise each target patch (MAE's best setting).
         hc_temperature: ``τ`` of the homologous contrastive loss.
+        hc_level: ``"patch"`` (:func:`homologous_contrastive`) or ``"image"`` (pooled halves,
+            :func:`image_contrastive`; needs ``N >= 2 * mix``).
     """
 
     def __init__(self, config: MixedAEConfig, mix: int = 4, norm_pix_loss: bool = True,
-                 hc_temperature: float = 0.2) -> None:
+                 hc_temperature: float = 0.2, hc_level: str = "patch") -> None:
         super().__init__()
         self.upstream = MixedAEModel(config)
         n = self.upstream.vit.num_patches
@@ -184,7 +215,11 @@ class MixedAEPretrainModel(nn.Module):
             raise ValueError(f"mix must be in 2..{n} (patches per image), got {mix}")
         if hc_temperature <= 0:
             raise ValueError(f"hc_temperature must be > 0, got {hc_temperature}")
-        self.mix, self.norm_pix_loss, self.hc_temperature = mix, norm_pix_loss, hc_temperature
+        if hc_level not in ("patch", "image"):
+            raise ValueError(f"hc_level must be 'patch' or 'image', got {hc_level!r}")
+        if hc_level == "image" and n < 2 * mix:
+            raise ValueError(f"hc_level='image' needs at least 2 patches per image: {n} patches, mix {mix}")
+        self.mix, self.norm_pix_loss, self.hc_temperature, self.hc_level = mix, norm_pix_loss, hc_temperature, hc_level
         c = config
         self.decoder_embed = nn.Linear(c.dim, c.decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(c.decoder_dim))
@@ -227,6 +262,13 @@ class MixedAEPretrainModel(nn.Module):
         target = pixel_targets(images, self.upstream.config.patch, self.norm_pix_loss)
         own = (source[:, None, :] == torch.arange(r, device=source.device)[None, :, None]).reshape(G * r, N)
         mask = ~own & real[:, None]
-        valid = real.reshape(G, r).gather(1, source)  # (G, N): patch from a real image
-        hc_sum, anchors = homologous_contrastive(self.hc_head(patches), source, valid, self.hc_temperature)
+        feats = self.hc_head(patches)  # (G, N, E)
+        if self.hc_level == "patch":
+            valid = real.reshape(G, r).gather(1, source)  # (G, N): patch from a real image
+            hc_sum, anchors = homologous_contrastive(feats, source, valid, self.hc_temperature)
+        else:
+            cell = F.one_hot(source * 2 + source_halves(source, r), 2 * r).to(feats.dtype)  # (G, N, 2r)
+            pooled = torch.einsum("gnc,gne->gce", cell, feats) / cell.sum(dim=1)[..., None]  # (G, 2r, E)
+            pooled = pooled.reshape(G * r, 2, -1)[real]  # (B, 2, E): the two halves of each real image
+            hc_sum, anchors = image_contrastive(pooled[:, 0], pooled[:, 1], self.hc_temperature)
         return MixedAEOutput(pred, target, mask, source, real, hc_sum, anchors)

@@ -11,7 +11,8 @@ RNG and resumes exactly.
 Loss (``sample_size`` = the scored patches, ``(1 - 1/mix) N`` per image):
 ``Σ_scored mean_pixels (pred - target)^2 + hc_weight · sample_size · L_HC``, ``L_HC`` the mean
 homologous contrastive loss per anchor patch; so per scored patch it is MAE's loss plus
-``hc_weight · L_HC``. Logs (per scored patch): ``mse`` and ``hc`` (``L_HC``).
+``hc_weight · L_HC``. Logs (per scored patch): ``mse`` and ``hc`` (``L_HC``). ``hc_level``
+chooses ``L_HC``: per anchor patch (default) or per pooled image half (see the model docstring).
 
 Run it with ``speechssl pretrain --method mixedae --preset tiny --data DIR/scenes --exp-dir EXP``.
 """
@@ -45,6 +46,7 @@ class MixedAETaskConfig:
     mix: int = 4  # r: images mixed into one (MixedAE: 4, each image shows 1/4 of its patches)
     hc_weight: float = 0.1  # weight of the homologous contrastive loss (a choice; see the model docstring)
     hc_temperature: float = 0.2  # its temperature tau (a choice)
+    hc_level: Literal["patch", "image"] = "patch"  # per patch within a mixed image, or pooled image halves (NT-Xent)
     norm_pix_loss: bool = True  # normalise every target patch (MAE's default for its best results)
     crop_scale: tuple[float, float] = (0.2, 1.0)  # random resized crop area fractions (MAE: 0.2-1.0)
     flip: float = 0.5  # probability of a horizontal flip (training)
@@ -90,6 +92,10 @@ class MixedAETask(Task):
             raise ValueError(f"task.hc_weight must be >= 0, got {cfg.hc_weight}")
         if cfg.hc_temperature <= 0:
             raise ValueError(f"task.hc_temperature must be > 0, got {cfg.hc_temperature}")
+        if cfg.hc_level not in ("patch", "image"):
+            raise ValueError(f"task.hc_level must be 'patch' or 'image', got {cfg.hc_level!r}")
+        if cfg.hc_level == "image" and n < 2 * cfg.mix:
+            raise ValueError(f"task.hc_level=image needs 2 patches per image and half: {n} patches, task.mix {cfg.mix}")
         if cfg.normalize not in ("none", "imagenet"):
             raise ValueError(f"task.normalize must be 'none' or 'imagenet', got {cfg.normalize!r}")
         if cfg.normalize == "imagenet" and ctx.model.channels != 3:
@@ -114,7 +120,7 @@ class MixedAETask(Task):
 
     def build_model(self) -> MixedAEPretrainModel:
         return MixedAEPretrainModel(self.model_cfg, mix=self.cfg.mix, norm_pix_loss=self.cfg.norm_pix_loss,
-                                    hc_temperature=self.cfg.hc_temperature)
+                                    hc_temperature=self.cfg.hc_temperature, hc_level=self.cfg.hc_level)
 
     def dataset(self, split: str) -> MixNoiseImageDataset:
         manifest = Path(self.cfg.data) / f"{split}.tsv"
