@@ -35,6 +35,7 @@ from speechssl.data.manifest import Manifest
 from speechssl.downstream.upstreams import LoadedUpstream
 from speechssl.log import progress_bar
 from speechssl.nn.frozen import run_frozen
+from speechssl.safe_io import check_finite, load_npy
 
 __all__ = ["CACHE_FORMAT_VERSION", "CachedSplit", "FeatureCache", "compute_hidden_states"]
 
@@ -65,8 +66,6 @@ class CachedSplit:
         if missing:
             raise ValueError(f"{self.directory}: layers {missing} not cached (holds {held})")
         self.layers = wanted
-        from speechssl.safe_io import load_npy
-
         # a damaged cache (a truncated layer file) is named, with the fix, in one line
         hint = "a feature cache file (delete the cache directory to rebuild it)"
         index = load_npy(self.directory / "index.npy", mmap_mode=None, ndim=2, expected=hint)
@@ -194,8 +193,14 @@ class FeatureCache:
                 for b, i in enumerate(rows):
                     n = int(lengths[b])
                     index[i] = (written, n)
-                    for f, h in zip(files, states):
-                        f.write(h[b, :n].to("cpu", _TORCH[self.dtype]).contiguous().numpy().tobytes())
+                    for f, h, l in zip(files, states, keep):
+                        array = h[b, :n].to("cpu", _TORCH[self.dtype]).contiguous().numpy()
+                        # NaN/inf never enter a cache: named by upstream, layer and utterance
+                        # (a NaN-weight model, or float16 overflow of large activations)
+                        check_finite(array, f"{manifest.source or 'manifest'}:{i + 2} ({manifest.paths[i]}): "
+                                            f"upstream {upstream.name} layer {l} gave non-finite {self.dtype} "
+                                            "hidden states", what="frame")
+                        f.write(array.tobytes())
                     written += n
                 bar.update(len(rows))
             bar.close()

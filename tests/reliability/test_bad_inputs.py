@@ -375,6 +375,16 @@ def _ks_case(edit: Callable[[Path], None], *fragments: str):
     return build
 
 
+def _nan_upstream_case(ws: Path, tmp: Path):
+    """The cache refuses NaN hidden states naming upstream, layer and utterance (not a later
+    "5 updates in a row had a non-finite loss")."""
+    data = _ks_data(ws, tmp)
+    up = _nan_model(ws, tmp)
+    return (["downstream", "-m", "train", "-d", "ks", "-u", str(up), "--data", str(data), "-p", str(tmp / "exp"),
+             "-o", "trainer.max_updates=2", "--cache-dir", str(tmp / "cache")],
+            ("train.tsv:", "upstream", "nan_model", "layer 1", "non-finite"))
+
+
 def _evaluate_case(edit: Callable[[Path], None], *fragments: str):
     def build(ws: Path, tmp: Path):
         exp = _copy_tree(ws / "ks" / "exp", tmp / "exp")
@@ -613,6 +623,7 @@ CASES: dict[str, list[tuple[str, Callable]]] = {
         ("label rows != manifest", _ks_case(lambda k: _text(k / "train.kw", "yes\nno\nextra\n"), "train.kw",
                                             "3 rows", "2")),
         ("missing audio", _ks_case(lambda k: (k / "wav" / "u1.wav").unlink(), "u1.wav not found")),
+        ("NaN-weight upstream", _nan_upstream_case),
         ("evaluate: text checkpoint", _evaluate_case(lambda e: _text(e / "checkpoint_best.pt"),
                                                      "checkpoint_best.pt", "found a text file")),
         ("evaluate: truncated checkpoint", _evaluate_case(lambda e: _truncate(e / "checkpoint_best.pt"),
