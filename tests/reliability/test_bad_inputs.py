@@ -385,6 +385,29 @@ def _nan_upstream_case(ws: Path, tmp: Path):
             ("train.tsv:", "upstream", "nan_model", "layer 1", "non-finite"))
 
 
+@pytest.fixture(scope="module")
+def images(ws: Path) -> Path:
+    """The tiny image corpus (scenes), rendered once."""
+    out = ws / "images"
+    assert cli(["-q", "corpus", "images", "--preset", "tiny", "--no-digits", "--out", str(out)]) == 0
+    return out
+
+
+def _image_case(edit: Callable[[Path], None], *fragments: str):
+    """downstream image_probe on a copy of the scenes subset with one defect."""
+    def build(ws: Path, tmp: Path):
+        data = tmp / "img"
+        _copy_tree(ws / "images" / "scenes", data / "scenes")
+        edit(data / "scenes")
+        return (["downstream", "-m", "train", "-d", "image_probe", "-u", "pixels", "--data", str(data), "-p",
+                 str(tmp / "exp"), "-o", "trainer.max_updates=2", "--no-cache"], fragments)
+    return build
+
+
+def _tsv_replace(path: Path, old: str, new: str) -> None:
+    path.write_text(path.read_text().replace(old, new, 1))
+
+
 def _evaluate_case(edit: Callable[[Path], None], *fragments: str):
     def build(ws: Path, tmp: Path):
         exp = _copy_tree(ws / "ks" / "exp", tmp / "exp")
@@ -634,6 +657,17 @@ CASES: dict[str, list[tuple[str, Callable]]] = {
             lambda e: _text(e / "config.yaml", "run:\n  a: 1\nrun:\n  b: 2\n"), "config.yaml:3:",
             "duplicate key 'run'")),
     ],
+    "downstream (images)": [
+        ("text file as .png", _image_case(lambda d: _text(d / "png" / "scene_train_00000.png"), "train.tsv:2",
+                                          "scene_train_00000.png", "not an image")),
+        ("size != manifest", _image_case(lambda d: _tsv_replace(d / "train.tsv", "scene_train_00001.png\t1024",
+                                                                "scene_train_00001.png\t1000"),
+                                         "train.tsv:3", "has size 1024 but the manifest says 1000")),
+        ("missing image", _image_case(lambda d: (d / "png" / "scene_valid_00001.png").unlink(), "valid.tsv:3",
+                                      "not found")),
+        ("label outside dict", _image_case(lambda d: _text(d / "train.shape", "\n".join(
+            ["hexagon", *(d / "train.shape").read_text().splitlines()[1:]]) + "\n"), "train.shape:1", "hexagon")),
+    ],
     "manifest": [
         ("text file as .wav", _manifest_case(lambda s: (_text(s / "a.wav"), audio.save(
             s / "b.wav", np.zeros(1600, np.float32))), "a.wav", "not a readable audio file")),
@@ -668,6 +702,8 @@ _PARAMS = [pytest.param(verb, build, id=f"{verb}: {name}") for verb, cases in CA
 def test_bad_input_is_one_line_naming_the_file(verb, build, ws, tmp_path, capsys, request) -> None:
     if "evaluate:" in request.node.callspec.id:
         request.getfixturevalue("ks_exp")
+    if "(images)" in request.node.callspec.id:
+        request.getfixturevalue("images")
     argv, fragments = build(ws, tmp_path)
     status, lines = _run(argv, capsys)
     line = _check(status, lines, tuple(fragments))
