@@ -35,8 +35,8 @@ import torch
 
 from speechssl._hub.build import build_config, build_model, check_savable
 from speechssl._hub.modeldir import (
-    WEIGHTS_NAME, HubError, WeightsRecord, check_sha256, read_meta, replace_dir, staging_dir,
-    write_model_dir,
+    WEIGHTS_NAME, HubError, WeightsRecord, check_finite_weights, check_sha256, read_meta, replace_dir,
+    staging_dir, warn_nonfinite, write_model_dir,
 )
 from speechssl._hub.sources import detect_format, foreign_readers, formats, normalise_path, read_record
 from speechssl._hub.subnets import forward_ms, is_supernet, select_subnet, split_subnet, subnet_rows
@@ -254,6 +254,9 @@ def info(name_or_path: str | Path, verify: bool = True, fmt: str = "auto", *, su
         if verify:
             check_sha256(weights, sha)
             verified = True
+            # info must vouch for the tensors it reports, not only their bytes (issue 23 item 5)
+            source = dict(source)
+            warn_nonfinite(_read_weights(weights), str(weights), source)
     else:
         record = read_record(path, fmt, verify=verify)
         method, config, source = record.method, record.config, record.source
@@ -284,6 +287,13 @@ def info(name_or_path: str | Path, verify: bool = True, fmt: str = "auto", *, su
         sha256=sha, verified=verified, speechssl_version=version, source=source, config=config, subnets=rows)
 
 
+def _read_weights(weights: Path) -> dict[str, torch.Tensor]:
+    """A model directory's tensors (its sha256 already checked)."""
+    from safetensors.torch import load_file
+
+    return load_file(str(weights), device="cpu")
+
+
 def list_models() -> list[ZooEntry]:
     """The models of the local zoo (``$SPEECHSSL_HOME/models``), sorted by name."""
     return list_zoo()
@@ -308,6 +318,7 @@ def export(src: str | Path, name: str, *, verify: bool = True, overwrite: bool =
         if verify:
             meta = read_meta(src_path)
             check_sha256(src_path / WEIGHTS_NAME, meta["sha256"])
+            check_finite_weights(_read_weights(src_path / WEIGHTS_NAME), f"{src}: export to {name!r}")
         # staging_dir: named after this process beside dst, so a killed export's copy is removed
         # by the next one; replace_dir gives the tree the umask's modes
         with staging_dir(dst) as staged:

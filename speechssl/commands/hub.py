@@ -106,6 +106,8 @@ def _print_info(info) -> None:  # noqa: ANN001 - speechssl.hub.ModelInfo, import
             rows.append(("converted from", text))
         if src.get("subnet"):
             rows.append(("subnet of", f"{src.get('supernet', '?')} ({src['subnet']})"))
+        if src.get("nonfinite"):
+            rows.append(("NOT FINITE", f"{src['nonfinite']}; its outputs will not be finite"))
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"{key + ':':<{width + 1}} {value}")
