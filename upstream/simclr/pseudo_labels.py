@@ -131,6 +131,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--layer", type=int, default=-1)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    from speechssl.log import setup_logging
+
+    setup_logging()
     splits = [s for s in args.splits.split(",") if s]
     try:
         out = write_pseudo_labels(args.upstream, args.data, splits, clusters=args.clusters, fit_split=args.fit_split,

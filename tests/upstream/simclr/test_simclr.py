@@ -188,3 +188,19 @@ def test_batchnorm_upstreams_have_a_model_digest():
     assert model_sha256(a) == model_sha256(b)
     b.backbone.stem[1].num_batches_tracked += 1
     assert model_sha256(a) != model_sha256(b)
+
+
+def test_pseudo_label_command_line(task_cfg, tmp_path, capsys):
+    from speechssl import hub
+    from speechssl.upstream.simclr.pseudo_labels import main
+
+    data = tmp_path / "scenes"
+    shutil.copytree(task_cfg.data, data)
+    torch.manual_seed(0)
+    model_dir = hub.save(SimCLRModel(tiny()).eval(), tmp_path / "model")
+    assert main(["-u", str(model_dir), "--data", str(data), "--clusters", "3", "--splits", "train", "--ext", "km3"]) == 0
+    assert len((data / "train.km3").read_text().split()) == 96 and not (data / "valid.km3").exists()
+    assert len((data / "dict.km3.txt").read_text().splitlines()) == 3
+    with pytest.raises(SystemExit) as exc:
+        main(["-u", str(model_dir), "--data", str(tmp_path / "nothing"), "--clusters", "3"])
+    assert exc.value.code == 2 and "manifest not found" in capsys.readouterr().err
