@@ -19,6 +19,8 @@
 #                  digits              image_probe on scikit-learn's digits (task.subset=digits)
 #                  roads               image_seg on the road scenes (per-patch linear, mIoU)
 #                  objects             image_seg on the scenes' object masks (task.subset=scenes)
+#                image_seg sums the layers with learnt weights; an upstream whose hidden states
+#                differ in width (a ResNet, e.g. simclr's) is probed on its last one (-l -1)
 #   --random-init METHOD@PRESET  the randomly initialised backbone of the random baseline
 #                (-u random:METHOD@PRESET, reported as random-METHOD; default mae@tiny); "none"
 #                leaves it out. Raw pixels (-u pixels) always run.
@@ -112,6 +114,22 @@ probe_args() {
   esac
 }
 
+# seg_layer_for NAME SPEC: sets seg_layer[NAME] to "-l -1" when the model directory SPEC has hidden
+# states of several widths (a ResNet's stages, which no weighted sum can combine: image_seg then
+# probes the last one), else to nothing; asks `speechssl hub info` once per upstream.
+declare -A seg_layer=()
+seg_layer_for() {
+  [ -n "${seg_layer[$1]+x}" ] && return 0
+  seg_layer[$1]=
+  [ -d "$2" ] || return 0
+  local sizes
+  sizes=$(speechssl hub info "$2" | sed -n 's/^hidden states: *\[\(.*\)\]$/\1/p')
+  if [ -n "$sizes" ] && [ "$(tr -d ' ' <<< "$sizes" | tr , '\n' | sort -u | wc -l)" -gt 1 ]; then
+    seg_layer[$1]="-l -1"
+    log "  $1: hidden states of widths [$sizes] cannot be summed; image_seg probes the last one (-l -1)"
+  fi
+}
+
 # run_dir PROBE NAME SEED: the probe's experiment directory (seed 1 without suffix)
 run_dir() {
   local dir=$exp_dir/probes/$1/$2
@@ -195,8 +213,13 @@ if run_stage 3 --opt probes seeds random_init preset ds_override --in "${models[
       name=${u%%=*} spec=${u#*=}
       for s in $seeds; do
         dir=$(run_dir "$p" "$name" "$s")
+        l_args=
+        if [[ $(probe_args "$p") == *image_seg* ]]; then
+          seg_layer_for "$name" "$spec"
+          l_args=${seg_layer[$name]}
+        fi
         # what this run is made from: its options, and the model's weights when it has some
-        inputs="$(probe_args "$p") spec=$spec seed=$s ${ds_override[*]-}"
+        inputs="$(probe_args "$p")${l_args:+ $l_args} spec=$spec seed=$s ${ds_override[*]-}"
         [ -f "$spec/model.safetensors" ] && inputs+=" weights=$(sha256sum < "$spec/model.safetensors" | cut -c1-64)"
         if [ -f "$dir/result.json" ] && [ "$stage_why" != forced ] && [ -f "$dir.inputs" ] \
             && [ "$(cat "$dir.inputs")" = "$inputs" ]; then
@@ -213,7 +236,7 @@ if run_stage 3 --opt probes seeds random_init preset ds_override --in "${models[
         mkdir -p "$(dirname "$dir")"
         t0=$SECONDS
         # shellcheck disable=SC2046  # probe_args is words on purpose
-        speechssl downstream -m train $(probe_args "$p") "${u_args[@]}" --data "$corpus" -p "$dir" -a --seed "$s" \
+        speechssl downstream -m train $(probe_args "$p") $l_args "${u_args[@]}" --data "$corpus" -p "$dir" -a --seed "$s" \
           "${o_args[@]+"${o_args[@]}"}" > "$dir.log" 2>&1 \
           || { tail -n 20 "$dir.log" >&2; die "probe $p / $name (seed $s) failed; full log: $dir.log"; }
         [ -s "$dir/result.json" ] || die "probe $p / $name (seed $s) wrote no $dir/result.json; see $dir.log"

@@ -87,6 +87,10 @@ def test_every_stage_calls_speechssl_and_a_rerun_skips_them(tmp_path: Path) -> N
              cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     lines = calls.read_text().splitlines()
+    # image_seg asks each model directory's hidden-state widths once (a ResNet is probed on its last layer)
+    assert [line for line in lines if line.startswith("hub info")] == [f"hub info {exp}/models/{m}"
+                                                                       for m in ("mae", "cae", "simclr")]
+    lines = [line for line in lines if not line.startswith("hub info")]
     corpus = exp / "corpus"
     assert lines[0] == f"corpus images --preset tiny --seed 0 --out {corpus}"
     assert lines[1:4] == [f"pretrain --method {m} --preset tiny --data {corpus}/scenes --exp-dir {exp}/pretrain/{m} "
@@ -109,7 +113,7 @@ def test_every_stage_calls_speechssl_and_a_rerun_skips_them(tmp_path: Path) -> N
     for m in ("mae", "cae", "simclr"):
         assert (exp / "pretrain" / f"{m}.inputs").is_file() and (exp / "probes" / "shape" / f"{m}.inputs").is_file()
     # a rerun with the same options does nothing
-    n = len(lines)
+    n = len(calls.read_text().splitlines())
     r = _run("--exp-dir", str(exp), "--ds-override", "trainer.max_updates=5", "--", "trainer.max_updates=7",
              cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
@@ -142,10 +146,35 @@ def test_adding_a_method_pretrains_and_probes_only_it(tmp_path: Path) -> None:
     assert sum(line.startswith("downstream -m train") for line in calls.read_text().splitlines()[n:]) == 2 * 3 * 2
 
 
+def test_a_resnet_upstream_is_segmented_on_its_last_layer(tmp_path: Path) -> None:
+    """The fake's `hub info` of simclr's model directory reports ResNet widths: its image_seg runs get -l -1."""
+    env, calls = _fake(tmp_path)
+    wrapper = tmp_path / "bin" / "speechssl"
+    text = wrapper.read_text().replace('exec bash', """if [ "$1 $2" = "hub info" ]; then
+  echo "$*" >> "$FAKE_SPEECHSSL_CALLS"
+  case "$3" in
+    *simclr) echo "hidden states:     [16, 16, 32, 64, 128]" ;;
+    *) echo "hidden states:     [64, 64, 64]" ;;
+  esac
+  exit 0
+fi
+exec bash""")
+    wrapper.write_text(text)
+    exp = tmp_path / "exp"
+    r = _run("--exp-dir", str(exp), "--probes", "shape roads", "--random-init", "none", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    runs = [line for line in calls.read_text().splitlines() if line.startswith("downstream -m train")]
+    with_l = [line for line in runs if " -l -1 " in line]
+    assert with_l == [f"downstream -m train -d image_seg -o task.subset=roads -l -1 -u simclr -k {exp}/models/simclr "
+                      f"--data {exp}/corpus -p {exp}/probes/roads/simclr -a --seed 1"]
+    assert "simclr: hidden states of widths [16, 16, 32, 64, 128] cannot be summed" in r.stderr
+
+
 @pytest.mark.parametrize("verb, flags", [
     (["corpus", "images"], ["--preset", "--seed", "--out"]),
     (["pretrain"], ["--method", "--preset", "--data", "--exp-dir"]),
-    (["downstream"], ["-m", "-d", "-u", "-k", "--data", "-p", "-a", "--seed", "-o"]),
+    (["downstream"], ["-m", "-d", "-u", "-k", "--data", "-p", "-a", "--seed", "-o", "-l"]),
+    (["hub", "info"], []),
     (["downstream", "report"], ["--out"]),
 ])
 def test_the_flags_the_recipe_uses_exist(verb: list[str], flags: list[str]) -> None:
