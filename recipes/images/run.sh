@@ -264,7 +264,8 @@ if run_stage 4 --in "${results[@]}" --out "$exp_dir/report/report.md"; then
       echo
       echo "## $p ($(probe_args "$p"))"
       echo
-      sed 's/^#/##/' "$exp_dir/report/$p/report.md"
+      # headings one level down; figure links into report/<probe>/, where the figures are
+      sed -e 's/^#/##/' -e "s|](\([^)/]*\.png\))|]($p/\1)|g" "$exp_dir/report/$p/report.md"
     done
   } > "$exp_dir/report/report.md.tmp"
   mv "$exp_dir/report/report.md.tmp" "$exp_dir/report/report.md"
