@@ -146,6 +146,15 @@ class ImageSeg(DownstreamTaskBase):
         "best_metric": "miou", "maximize_best_metric": True, "keep_last": 1,
     }
 
+    def __init__(self, cfg: Any, ctx: Any) -> None:
+        super().__init__(cfg, ctx)
+        if ctx.upstream is not None and self.layer is None:
+            sizes = list(ctx.upstream.hidden_sizes)
+            if len(set(sizes)) != 1:   # refused here, before any feature is extracted
+                raise ValueError(f"upstream {ctx.upstream.name} has hidden states of widths {sizes} (a CNN's "
+                                 "stages): a weighted sum of layers needs one width; choose a layer with "
+                                 "-l N (-o featurizer.layer=N), e.g. -l -1 for the last")
+
     # --- geometry of the upstream ---
 
     @property

@@ -144,3 +144,12 @@ def test_random_init_backbone_on_object_masks(corpus, tmp_path):
     weights = res["layer_weights"]
     assert len(weights) == 3 and sum(weights) == pytest.approx(1.0) and weights != [1 / 3] * 3
     assert set(res["metrics"]) >= {"miou", "pixel_accuracy", "chance_miou", "iou_background", "iou_star"}
+
+
+def test_cnn_upstream_needs_a_layer_for_the_probe(corpus, tmp_path):
+    """A ResNet's stages differ in width: a weighted sum is refused in one line before any work;
+    with one layer chosen it runs."""
+    with pytest.raises(ValueError, match=r"widths \[.*\].*-l -1"):
+        _task(corpus, "random:simclr@tiny", tmp_path, cache=True)
+    task = _task(corpus, "random:simclr@tiny", tmp_path, cache=True, layer=-1)
+    assert task.build_model() is not None
