@@ -37,9 +37,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     fit.add_argument("--tol", type=float, default=2e-3,
                      help="stop when a full pass lowers the inertia by at most this fraction (default 2e-3; the "
                           "sample phase uses tol/10; 1e-4 runs Lloyd nearly to convergence, ~3x slower)")
-    fit.add_argument("--n-init", type=int, default=1,
-                     help="restarts (k-means++ seeding + Lloyd) on the initialisation sample; the best is kept "
-                          "(default 1; more help on data with few, well-separated clusters)")
+    fit.add_argument("--n-init", type=int, default=None,
+                     help="k-means++ seedings run side by side on the seeding subset; the lowest-potential one is "
+                          "kept (default: 4 when K*D <= 32768, else 1; more help on data with few, well-separated "
+                          "clusters)")
     fit.add_argument("--init-size", type=int, default=None,
                      help="rows of the initialisation sample (default max(20000, 60*K))")
     fit.add_argument("--seed", type=int, default=0, help="random seed (utterance sampling and seeding)")

@@ -147,3 +147,43 @@ def test_cuda_fit_and_predict_match_cpu() -> None:
     assert gpu.centroids.device.type == "cuda"
     torch.testing.assert_close(gpu.centroids.cpu(), cpu.centroids, rtol=1e-4, atol=1e-4)
     assert torch.equal(gpu.predict(x.cuda()).cpu(), cpu.predict(x))
+
+
+def _fairseq_minibatch_kmeans(k: int):
+    """sklearn's MiniBatchKMeans exactly as fairseq's HuBERT ``learn_kmeans.py`` configures it."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    return MiniBatchKMeans(n_clusters=k, init="k-means++", n_init=20, batch_size=10000, max_iter=100,
+                           max_no_improvement=100, reassignment_ratio=0.0, tol=0.0, compute_labels=False,
+                           init_size=None, random_state=0)
+
+
+@pytest.mark.parametrize("data_seed,n_init", [(3, None), (5, None), (2, 16)])
+def test_defaults_reach_fairseq_minibatch_kmeans_inertia_on_a_gaussian_mixture(data_seed: int, n_init) -> None:
+    # 40 well-separated unit-variance blobs. On data seed 3 one k-means++ seeding ends 15%
+    # above sklearn (n_init 20), the default best-of-4 seedings must not. Data seed 2 is a
+    # known miss of the default: all 4 seedings (and 8) end 12% above sklearn; 16 reach it.
+    x, _ = make_blobs(n_samples=4000, n_features=10, centers=40, cluster_std=1.0, random_state=data_seed)
+    x = x.astype(np.float32)
+    ref = -_fairseq_minibatch_kmeans(40).fit(x).score(x)
+    model = fit_kmeans(x, 40, seed=0, n_init=n_init)
+    assert model.inertia_of(x) <= ref * 1.002, (model.inertia_of(x), ref)
+
+
+def test_seedings_side_by_side_return_the_lowest_potential() -> None:
+    from speechssl.cluster.kmeans import _seedings, default_n_init
+
+    x = torch.from_numpy(_blobs(n=2000, d=6, centers=20, seed=6))
+    idx, pot = _seedings(x, 20, generator=torch.Generator().manual_seed(0), n_local_trials=None, bf16=False,
+                         n_seedings=5)
+    assert idx.shape == (5, 20) and pot.shape == (5,)
+    for r in range(5):  # the potential is the inertia of the seeding's rows as centroids
+        want = torch.cdist(x.double(), x[idx[r]].double()).pow(2).min(dim=1).values.sum()
+        assert float(pot[r]) == pytest.approx(float(want), rel=1e-4)
+    best, best_idx = kmeans_plusplus(x, 20, generator=torch.Generator().manual_seed(0), n_seedings=5)
+    assert torch.equal(best_idx, idx[int(pot.argmin())]) and torch.equal(best, x[best_idx])
+    # One seeding draws exactly what a single k-means++ run draws.
+    single = _seedings(x, 20, generator=torch.Generator().manual_seed(0), n_local_trials=None, bf16=False,
+                       n_seedings=1)[0][0]
+    assert torch.equal(kmeans_plusplus(x, 20, generator=torch.Generator().manual_seed(0))[1], single)
+    assert default_n_init(100, 39) == 4 and default_n_init(500, 768) == 1
