@@ -90,8 +90,25 @@ def collect_results(paths: Iterable[str | Path]) -> list[dict[str, Any]]:
                 raise ValueError(f"{f}: not a downstream result (no {key!r})")
         r["_path"], r["_file"] = str(f.parent), f.name
         out.append(r)
+    _name_task_variants(out)
     _check_cells(out)
     return out
+
+
+def _name_task_variants(results: list[dict[str, Any]]) -> None:
+    """Runs of one task with different task options (image_probe's ``factor``, image_seg's
+    ``subset``...) are different experiments, not seeds: name each column by the options that
+    differ, e.g. ``image_probe (factor=shape)``."""
+    by_task: dict[str, list[dict[str, Any]]] = {}
+    for r in results:
+        by_task.setdefault(r["task"], []).append(r)
+    for task, runs in by_task.items():
+        options = [((r.get("config") or {}).get("task") or {}) for r in runs]
+        keys = sorted({k for o in options for k in o if k != "seed"})
+        differing = [k for k in keys if len({json.dumps(o.get(k), sort_keys=True) for o in options}) > 1]
+        if differing:
+            for r, o in zip(runs, options):
+                r["task"] = f"{task} ({', '.join(f'{k}={o.get(k)}' for k in differing)})"
 
 
 def _check_cells(results: list[dict[str, Any]]) -> None:

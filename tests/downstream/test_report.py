@@ -112,3 +112,24 @@ def test_legend_says_what_each_test_score_rests_on(tmp_path):
                                  "spans ±24.5 points).")
     assert legend["asv"].endswith("Test set: 48 to 100 trials.")
     assert "Test set" not in legend["pr"]
+
+
+def test_runs_of_one_task_with_other_task_options_are_separate_columns(tmp_path):
+    """image_probe on shape and on colour are two experiments, never averaged as seeds."""
+    from speechssl.downstream.report import collect_results
+    from speechssl.downstream.report_cells import table, tasks_of
+
+    rows = []
+    for factor, value in (("shape", 0.2), ("colour", 0.6)):
+        for seed in (1, 2):
+            r = _result("image_probe", "pixels", value + 0.01 * seed, metric="accuracy", higher=True, seed=seed)
+            r["config"] = {"task": {"factor": factor, "subset": "scenes", "seed": seed}}
+            rows.append(r)
+    for i, r in enumerate(rows):
+        (tmp_path / f"r{i}").mkdir()
+        (tmp_path / f"r{i}" / "result.json").write_text(json.dumps(r))
+    results = collect_results([tmp_path])
+    assert tasks_of(results) == ["image_probe (factor=colour)", "image_probe (factor=shape)"]
+    cells = table(results)["cells"]
+    assert cells[("image_probe (factor=shape)", "pixels")] == pytest.approx([0.21, 0.22])
+    assert cells[("image_probe (factor=colour)", "pixels")] == pytest.approx([0.61, 0.62])
