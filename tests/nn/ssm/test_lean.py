@@ -53,7 +53,9 @@ def test_lean_core_float64_tight():
     L = torch.tensor([40, 23])
     y0, dx0, g0 = _run(m, x, L, lean=False)
     y1, dx1, g1 = _run(m, x, L, lean=True)
-    assert torch.equal(y0, y1)
+    # float64 GEMMs on a slice of dt_proj's rows round differently from the full product
+    # (float32 ones agree bit for bit: the first test), so the forward agrees to rounding here
+    assert _rel(y1, y0) < 1e-14
     assert _rel(dx1, dx0) < 1e-12
     for name in g0:
         # the mixer casts A_log, D and the dt bias with .float(): autograd differentiates
@@ -99,3 +101,29 @@ def test_lean_core_keeps_a_fraction_of_the_activations():
     # token, against about 30 through autograd.
     assert lean < plain / 2.5
     assert per_token_width < 11
+
+
+def test_lean_core_threads_split_chunks_reproducibly():
+    """Two workers over the channel chunks: the same forward, gradients equal to rounding and
+    identical from run to run."""
+    torch.manual_seed(0)
+    m = MambaMixer(96, d_state=8, bidirectional=True)
+    x = torch.randn(2, 120, 96)
+    L = torch.tensor([120, 77])
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        y1, dx1, g1 = _run(m, x, L, lean=True)
+        torch.set_num_threads(2)
+        y2, dx2, g2 = _run(m, x, L, lean=True)
+        y3, dx3, g3 = _run(m, x, L, lean=True)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(y1, y2)
+    assert _rel(dx2, dx1) < 1e-5
+    for name in g1:
+        assert _rel(g2[name], g1[name]) < 1e-5, name
+        assert torch.equal(g2[name], g3[name]), name
+    assert torch.equal(dx2, dx3)
+    y0, dx0, g0 = _run(m, x, L, lean=False)                 # and both agree with autograd
+    assert _rel(dx2, dx0) < 1e-5
