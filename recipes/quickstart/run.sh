@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# speechssl quickstart: on a laptop CPU, from a fresh clone, in about six minutes (2 cores) -
+# speechssl quickstart: on a laptop CPU, from a fresh clone, in about five minutes (2 cores) -
 # pretrain a tiny HuBERT in two iterations on the embedded espeak-ng corpus, score its
 # pseudo-labels against phone alignments, and evaluate it on three SUPERB-style tasks next
 # to the fbank baseline.
