@@ -1,11 +1,9 @@
 """A failed or interrupted re-dump (``overwrite``, or other options) leaves the finished shard intact."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from speechssl.features import KaldiFeatureSource, dump_features, read_features
-from speechssl.features.dump import shard_paths
 from tests.features.test_dump import NUM_UTTS, _Counting, corpus  # noqa: F401 - the fixture
 
 
