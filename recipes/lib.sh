@@ -179,11 +179,14 @@ _marker_dir() {
   echo "${marker_dir:-$exp_dir}"
 }
 
-# _key PATH: PATH with a leading $exp_dir/ written <exp>/, so markers do not depend on where
-# the experiment directory is named from.
+# _key PATH: PATH with a leading $exp_dir/ written <exp>/ and one inside the checkout ($root,
+# set by every recipe) written <root>/, so markers depend on neither where the experiment is
+# named from nor where the checkout lives (a moved or fresh clone reuses finished stages whose
+# inputs' contents are unchanged).
 _key() {
   local p=$1
   [ -n "${exp_dir:-}" ] && p=${p/#"${exp_dir%/}"\//<exp>/}
+  [ -n "${root:-}" ] && p=${p/#"${root%/}"\//<root>/}
   echo "$p"
 }
 

@@ -362,3 +362,45 @@ def test_no_recipe_help_shows_unexpanded_variables(tmp_path: Path) -> None:
         assert "$" not in r.stdout, (script, [line for line in r.stdout.splitlines() if "$" in line])
         assert "Options and their defaults" in r.stdout and "  --exp-dir " in r.stdout, script
         assert not list(tmp_path.iterdir()), script  # --help writes nothing
+
+
+MOVABLE = r'''#!/usr/bin/env bash
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+source "$root/recipes/lib.sh"
+stage=1
+stop_stage=1
+exp_dir=exp
+parse_options "$@"
+mkdir -p "$exp_dir"
+if run_stage 1 --in "$root/conf.yaml" --out "$exp_dir/one.txt"; then
+  echo "ran 1 ($stage_why)"
+  cp "$root/conf.yaml" "$exp_dir/one.txt"
+  done_stage 1
+fi
+'''
+
+
+def test_markers_survive_moving_the_checkout_and_follow_its_files_contents(tmp_path: Path) -> None:
+    """An input inside the checkout is keyed relative to it: the same experiment run from a
+    copy of the checkout elsewhere skips its finished stage, and redoes it once the copy's
+    file differs."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    (a / "recipes").mkdir(parents=True)
+    (a / "recipes/lib.sh").write_text(LIB.read_text())
+    (a / "conf.yaml").write_text("lr: 1\n")
+    (a / "run.sh").write_text(MOVABLE)
+    exp = tmp_path / "exp"
+
+    def run(where: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(["bash", str(where / "run.sh"), "--exp-dir", str(exp)], cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60)
+
+    assert _ran(run(a)) == ["1"]
+    subprocess.run(["cp", "-a", str(a), str(b)], check=True)
+    r = run(b)
+    assert r.returncode == 0 and _ran(r) == [], r.stdout + r.stderr
+    assert "<root>/conf.yaml" in (exp / ".stage1.done").read_text()
+    (b / "conf.yaml").write_text("lr: 2\n")
+    r = run(b)
+    assert _ran(r) == ["1"] and "conf.yaml" in r.stdout + r.stderr, r.stdout + r.stderr
