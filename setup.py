@@ -70,19 +70,23 @@ setup(
         "speechssl.upstream": [
             "cae = speechssl.upstream.cae:METHOD",
             "hubert = speechssl.upstream.hubert:METHOD",
+            "hubertopic = speechssl.upstream.hubertopic:METHOD",
+            "lighthubert = speechssl.upstream.lighthubert:METHOD",
             "mae = speechssl.upstream.mae:METHOD",
             "mixedae = speechssl.upstream.mixedae:METHOD",
             "simclr = speechssl.upstream.simclr:METHOD",
-            "hubertopic = speechssl.upstream.hubertopic:METHOD",
-            "lighthubert = speechssl.upstream.lighthubert:METHOD",
+            "slotcon = speechssl.upstream.slotcon:METHOD",
             "speecht5 = speechssl.upstream.speecht5:METHOD",
             "ssamba = speechssl.upstream.ssamba:METHOD",
+            "transinv = speechssl.upstream.transinv:METHOD",
+            "umd = speechssl.upstream.umd:METHOD",
             "w2v_bert = speechssl.upstream.w2v_bert:METHOD",
             "wav2vec2 = speechssl.upstream.wav2vec2:METHOD",
         ],
         "speechssl.downstream": [
             f"{task} = speechssl.downstream.{task}:TASK"
-            for task in ("ks", "sid", "asv", "ic", "sf", "pr", "asr", "qbe", "sd", "er", "image_probe", "image_seg")
+            for task in ("ks", "sid", "asv", "ic", "sf", "pr", "asr", "qbe", "sd", "er", "image_probe", "image_seg",
+                         "image_seg_unsup")
         ],
     },
 )

@@ -36,6 +36,8 @@ _VERBS: dict[str, tuple[str, str]] = {
     "speecht5": ("speecht5", "fine-tune SpeechT5 through its decoder: `asr` (speech -> text, WER/CER), "
                              "`tts` (text -> log-mel)"),
     "bench": ("bench", "run a benchmark from tools/bench and print its JSON line"),
+    "aug-complexity": ("aug_complexity", "augmentation kernel spectrum and complexity of image augmentations on a "
+                                         "manifest; predicts which gives the better linear probe"),
 }
 
 _log = logging.getLogger(__name__)

@@ -19,6 +19,8 @@
 #                  digits              image_probe on scikit-learn's digits (task.subset=digits)
 #                  roads               image_seg on the road scenes (per-patch linear, mIoU)
 #                  objects             image_seg on the scenes' object masks (task.subset=scenes)
+#                  roads_unsup         image_seg_unsup on the road scenes (k-means of the frozen patch
+#                                      features, Hungarian-matched to the classes, mIoU; not in the default)
 #                image_seg sums the layers with learnt weights; an upstream whose hidden states
 #                differ in width (a ResNet, e.g. simclr's) is probed on its last one (-l -1)
 #   --random-init METHOD@PRESET  the randomly initialised backbone of the random baseline
@@ -81,8 +83,8 @@ esac
   || die "--random-init must be METHOD@PRESET (e.g. mae@tiny) or none, got '$random_init'"
 for p in $probes; do
   case "$p" in
-    shape|colour|count|digits|roads|objects) ;;
-    *) die "--probes: unknown probe '$p' (shape, colour, count, digits, roads, objects)" ;;
+    shape|colour|count|digits|roads|objects|roads_unsup) ;;
+    *) die "--probes: unknown probe '$p' (shape, colour, count, digits, roads, objects, roads_unsup)" ;;
   esac
 done
 [ -n "${probes// /}" ] || die "--probes is empty"
@@ -111,6 +113,7 @@ probe_args() {
     digits) echo "-d image_probe -o task.subset=digits,task.factor=digit" ;;
     roads) echo "-d image_seg -o task.subset=roads" ;;
     objects) echo "-d image_seg -o task.subset=scenes" ;;
+    roads_unsup) echo "-d image_seg_unsup -o task.subset=roads" ;;
   esac
 }
 

@@ -99,8 +99,15 @@ case "$corpus_preset" in
   *) die "--corpus-preset must be tiny, small or base, got '$corpus_preset'" ;;
 esac
 [[ $seeds =~ ^[0-9]+( [0-9]+)*$ ]] || die "--seeds must be non-negative integers separated by spaces, got '$seeds'"
-stage1_overrides=()
-stage2_overrides=()
+# The tiny trainer preset's batches hold 160000 samples (10 s); crop training utterances to that so
+# corpora with longer items (the small corpus has three) train instead of being refused.
+if [ "$preset" = tiny ]; then
+  stage1_overrides=(task.max_sample_size=160000)
+  stage2_overrides=(task.max_sample_size=160000)
+else
+  stage1_overrides=()
+  stage2_overrides=()
+fi
 for o in "${extra_args[@]+"${extra_args[@]}"}"; do
   [[ $o =~ ^(stage[12]:)?[A-Za-z_][A-Za-z0-9_.]*=.*$ ]] \
     || die "distillation overrides after -- must be KEY=VALUE or stage1:/stage2:KEY=VALUE, got '$o'"

@@ -17,8 +17,9 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "uniform", "randint", "coin", "random_resized_crop_box", "center_crop_box", "resized_crop", "hflip",
-    "crop_and_flip", "normalize", "clip_indices", "subsample_indices", "rotation_matrix", "normalize_points",
+    "uniform", "randint", "coin", "random_resized_crop_box", "box_intersection", "overlapping_crop_box",
+    "center_crop_box", "resized_crop", "hflip", "crop_and_flip", "normalize", "clip_indices", "subsample_indices",
+    "rotation_matrix", "normalize_points",
 ]
 
 Box = tuple[int, int, int, int]
@@ -71,6 +72,45 @@ def random_resized_crop_box(height: int, width: int, scale: Sequence[float], rat
     else:
         w, h = width, height
     return (height - h) // 2, (width - w) // 2, h, w
+
+
+def box_intersection(a: Box, b: Box) -> int:
+    """Pixels shared by two ``(top, left, height, width)`` boxes (0 when they do not overlap)."""
+    rows = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    cols = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    return rows * cols
+
+
+def overlapping_crop_box(height: int, width: int, scale: Sequence[float], ratio: Sequence[float],
+                         generator: torch.Generator, constraint: Box, *, min_overlap: float = 0.01,
+                         attempts: int = 10) -> Box:
+    """A :func:`random_resized_crop_box` that shares at least ``min_overlap`` of its area with ``constraint``.
+
+    SlotCon's conditioned second crop (``CustomTwoCrop.get_params_conditioned`` of its code): up
+    to ``attempts`` tries, each drawing an area fraction ``U(scale)``, a log-uniform aspect
+    ratio and, if the box fits, its top and left; a try is kept when its intersection with
+    ``constraint`` is at least ``min_overlap`` times the drawn target area. When no try is
+    kept, a fresh unconditioned :func:`random_resized_crop_box` (which may not overlap).
+    """
+    if not 0 <= min_overlap <= 1:
+        raise ValueError(f"min_overlap must be in [0, 1], got {min_overlap}")
+    if not (0 < scale[0] <= scale[1] <= 1):
+        raise ValueError(f"scale must be 0 < min <= max <= 1, got {tuple(scale)}")
+    if not (0 < ratio[0] <= ratio[1]):
+        raise ValueError(f"ratio must be 0 < min <= max, got {tuple(ratio)}")
+    area = height * width
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(attempts):
+        target = area * uniform(generator, scale[0], scale[1])
+        aspect = math.exp(uniform(generator, *log_ratio))
+        w = int(round(math.sqrt(target * aspect)))
+        h = int(round(math.sqrt(target / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = randint(generator, 0, height - h + 1)
+            left = randint(generator, 0, width - w + 1)
+            if box_intersection((top, left, h, w), constraint) >= min_overlap * target:
+                return top, left, h, w
+    return random_resized_crop_box(height, width, scale, ratio, generator, attempts)
 
 
 def center_crop_box(height: int, width: int, fraction: float = 1.0) -> Box:

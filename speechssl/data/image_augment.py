@@ -23,7 +23,9 @@ random resized crop → horizontal flip → colour jitter (strength ``s``: ``0.8
 0.2s``, probability 0.8) → greyscale (probability 0.2) → Gaussian blur (probability 0.5 on
 ImageNet, off for CIFAR-size images; kernel 10% of the side, ``σ ~ U(0.1, 2.0)``).
 :class:`MultiViewImageDataset` gives ``V`` such views of each image, seeded by
-``(seed, epoch, index)``.
+``(seed, epoch, index)``; :class:`OverlappingViewsDataset` gives two views, each with its own
+augmentation, the second's crop drawn to overlap the first's (SlotCon), with the crop records
+that align them.
 """
 from __future__ import annotations
 
@@ -34,14 +36,16 @@ from typing import Any, Sequence
 import torch
 from torch.nn import functional as F
 
-from speechssl.data.augment import coin, hflip, normalize, random_resized_crop_box, resized_crop, uniform
+from speechssl.data.augment import (
+    Box, coin, hflip, normalize, overlapping_crop_box, random_resized_crop_box, resized_crop, uniform,
+)
 from speechssl.data.image import ImageDataset
 from speechssl.data.manifest import Manifest
 
 __all__ = [
     "LUMA", "grayscale", "adjust_brightness", "adjust_contrast", "adjust_saturation", "adjust_hue", "rgb_to_hsv",
     "hsv_to_rgb", "gaussian_kernel1d", "gaussian_blur", "blur_kernel_size", "jitter_params", "color_jitter", "apply_jitter",
-    "ViewAugment", "MultiViewImageDataset",
+    "ViewAugment", "MultiViewImageDataset", "OverlappingViewsDataset",
 ]
 
 #: ITU-R 601-2 luma weights of R, G, B (torchvision's ``rgb_to_grayscale``)
@@ -234,15 +238,25 @@ class ViewAugment:
         if not 0 < self.scale[0] <= self.scale[1] <= 1:
             raise ValueError(f"scale must be 0 < min <= max <= 1, got {tuple(self.scale)}")
 
-    def __call__(self, image: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, list[float]]:
+    def __call__(self, image: torch.Tensor, generator: torch.Generator, *, constraint: Box | None = None,
+                 min_overlap: float = 0.01) -> tuple[torch.Tensor, list[float]]:
         """One view of ``image (C, H, W)`` in ``[0, 1]``.
+
+        With ``constraint`` (a ``(top, left, height, width)`` box, e.g. another view's crop) the
+        crop box is drawn by :func:`~speechssl.data.augment.overlapping_crop_box` so that it
+        shares at least ``min_overlap`` of its area with that box (SlotCon's second view); the
+        draws after it are the same.
 
         Returns:
             the ``(C, size, size)`` view and its record ``[top, left, height, width, flipped,
             jittered, greyed, blur σ (0: none)]``.
         """
         _check(image, "ViewAugment")
-        box = random_resized_crop_box(image.shape[1], image.shape[2], self.scale, self.ratio, generator)
+        if constraint is None:
+            box = random_resized_crop_box(image.shape[1], image.shape[2], self.scale, self.ratio, generator)
+        else:
+            box = overlapping_crop_box(image.shape[1], image.shape[2], self.scale, self.ratio, generator,
+                                       tuple(int(v) for v in constraint), min_overlap=min_overlap)
         flipped = coin(generator, self.flip)
         jittered = coin(generator, self.jitter_prob)
         s = self.jitter_strength
@@ -300,4 +314,60 @@ class MultiViewImageDataset(ImageDataset):
         item = self.item_base(index)
         item["views"] = outs
         item["crops"] = torch.tensor(records, dtype=torch.float32)
+        return item
+
+
+class OverlappingViewsDataset(ImageDataset):
+    """Two views of each image whose crops overlap, each through its own :class:`ViewAugment`.
+
+    The views of dense and slot-level methods (SlotCon's ``CustomDataAugmentation``): view 1
+    through ``view_augments[0]``; view 2 through ``view_augments[1]`` with its crop box drawn to
+    share at least ``min_overlap`` of its area with view 1's
+    (:func:`~speechssl.data.augment.overlapping_crop_box`) when ``condition_overlap``. Both
+    draw from the item's generator ``(seed, epoch, index)``, view 1 first. The crop records
+    (``[top, left, height, width, flipped, ...]`` in the original image's pixels) give the
+    geometric correspondence of the two views
+    (:func:`speechssl.nn.view_align.overlap_boxes`).
+
+    Items: ``{"id", "index", "views": [2 x (C, S, S)], "crops": (2, 8) float32 records}`` plus
+    labels, as :class:`MultiViewImageDataset`; in evaluation (``augment=False``) one
+    centre-cropped ``"image"``.
+
+    Args:
+        manifest: a ``Manifest`` or ``<split>.tsv`` path.
+        view_augments: the two views' augmentations (the same ``size``).
+        condition_overlap: draw view 2's crop to overlap view 1's.
+        min_overlap: the least shared fraction of view 2's drawn area.
+        kwargs: the rest of :class:`~speechssl.data.image.ImageDataset`.
+    """
+
+    def __init__(self, manifest: Manifest | str | Path, labels: Sequence[Any] = (), *,
+                 view_augments: Sequence[ViewAugment], condition_overlap: bool = True, min_overlap: float = 0.01,
+                 **kwargs: Any) -> None:
+        if len(view_augments) != 2:
+            raise ValueError(f"OverlappingViewsDataset takes 2 view augmentations, got {len(view_augments)}")
+        for v in view_augments:
+            v.validate()
+        if view_augments[0].size != view_augments[1].size:
+            raise ValueError(f"both views need one size, got {view_augments[0].size} and {view_augments[1].size}")
+        if not 0 <= min_overlap <= 1:
+            raise ValueError(f"min_overlap must be in [0, 1], got {min_overlap}")
+        self.view_augments = tuple(view_augments)
+        self.condition_overlap, self.min_overlap = bool(condition_overlap), float(min_overlap)
+        super().__init__(manifest, labels, size=view_augments[0].size, views=2, **kwargs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not self.augment:
+            item = super().__getitem__(index)
+            if "views" in item:  # evaluation: one centred view
+                item["image"] = item.pop("views")[0]
+            return item
+        image = self.load(index)
+        generator = self.generator(index)
+        first, rec1 = self.view_augments[0](image, generator)
+        constraint = tuple(int(v) for v in rec1[:4]) if self.condition_overlap else None
+        second, rec2 = self.view_augments[1](image, generator, constraint=constraint, min_overlap=self.min_overlap)
+        item = self.item_base(index)
+        item["views"] = [normalize(first, self.mean, self.std), normalize(second, self.mean, self.std)]
+        item["crops"] = torch.tensor([rec1, rec2], dtype=torch.float32)
         return item

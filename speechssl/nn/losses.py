@@ -13,6 +13,8 @@ Losses are computed in float32, whatever the autocast dtype of the inputs.
   :func:`nt_xent` — SimCLR's symmetric 2N variant on top of it (optional pseudo-labels: G-SimCLR).
 * :func:`masked_mse` — regression on selected frames (data2vec, SSAST's generative head).
 * :func:`layer_distillation` — DistilHuBERT's per-layer ``L1 − log σ(cos)`` with length masks.
+* :func:`cosine_triplet_loss` — the ranking (triplet) loss of Wang and Gupta (2015) and
+  Transitive Invariance: ``max(0, D(a, p) − D(a, n) + M)``, ``D = 1 − cos``.
 """
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from torch.nn import functional as F
 from speechssl.nn.lengths import padding_mask
 
 __all__ = ["PredictionLoss", "LossSum", "DistillationLoss", "cosine_logits", "masked_prediction_loss",
-           "gather_with_grad", "gather_rows", "info_nce", "nt_xent", "masked_mse", "layer_distillation"]
+           "gather_with_grad", "gather_rows", "info_nce", "nt_xent", "masked_mse", "layer_distillation",
+           "TripletLoss", "cosine_triplet_loss"]
 
 Gather = Union[bool, Callable[[torch.Tensor], torch.Tensor]]
 
@@ -384,3 +387,61 @@ def layer_distillation(preds: Sequence[torch.Tensor], targets: Sequence[torch.Te
         coss.append(cos.detach())
     count = B * T if valid is None else int(valid.sum())
     return DistillationLoss(total, count, torch.stack(l1s), torch.stack(coss))
+
+
+# --- ranking ----------------------------------------------------------------------------------
+
+class TripletLoss(NamedTuple):
+    """:func:`cosine_triplet_loss`'s result: sums over the ``count`` anchors scored."""
+
+    loss: torch.Tensor  # scalar float32: Σ_anchors mean over its negatives of the hinge
+    count: int  # anchors with at least one valid negative
+    violations: torch.Tensor  # scalar float32, detached: Σ_anchors fraction of its triplets with a positive hinge
+    d_pos: torch.Tensor  # scalar float32, detached: Σ_anchors D(a, p)
+    d_neg: torch.Tensor  # scalar float32, detached: Σ_anchors mean over its negatives of D(a, n)
+
+
+def cosine_triplet_loss(anchors: torch.Tensor, positives: torch.Tensor, negatives: torch.Tensor,
+                        margin: float = 0.5, *, negative_mask: torch.Tensor | None = None) -> TripletLoss:
+    """The ranking loss on cosine distance, one positive and ``M`` negatives per anchor.
+
+    ``D(x, y) = 1 − x·y / (|x| |y|)``; for anchor ``a`` with positive ``p`` and negatives
+    ``n_1 .. n_M``, the loss is the mean over its valid negatives of
+    ``max(0, D(a, p) − D(a, n_m) + margin)`` (Wang and Gupta, 2015; Transitive
+    Invariance, Wang, He and Gupta, 2017, trains with the same loss), summed over anchors.
+    Anchors whose negatives are all masked out contribute nothing and are not counted.
+
+    Args:
+        anchors: ``(B, D)``.
+        positives: ``(B, D)``.
+        negatives: ``(B, M, D)``.
+        margin: ``M`` of the hinge (Wang and Gupta, 2015: 0.5).
+        negative_mask: ``(B, M)`` bool, False for a negative slot to ignore (None: all valid).
+
+    Returns:
+        :class:`TripletLoss`.
+    """
+    if anchors.dim() != 2 or positives.shape != anchors.shape:
+        raise ValueError(f"anchors and positives must both be (B, D), got {tuple(anchors.shape)} and "
+                         f"{tuple(positives.shape)}")
+    B, D = anchors.shape
+    if negatives.dim() != 3 or negatives.shape[0] != B or negatives.shape[2] != D:
+        raise ValueError(f"negatives must be (B={B}, M, D={D}), got {tuple(negatives.shape)}")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    valid = (torch.ones(negatives.shape[:2], dtype=torch.bool, device=anchors.device) if negative_mask is None
+             else negative_mask.to(device=anchors.device, dtype=torch.bool))
+    if valid.shape != negatives.shape[:2]:
+        raise ValueError(f"negative_mask must be (B={B}, M={negatives.shape[1]}), got {tuple(valid.shape)}")
+    a = F.normalize(anchors.float(), dim=-1)
+    d_pos = 1.0 - (a * F.normalize(positives.float(), dim=-1)).sum(-1)  # (B,)
+    d_neg = 1.0 - torch.einsum("bd,bmd->bm", a, F.normalize(negatives.float(), dim=-1))  # (B, M)
+    hinge = torch.relu(d_pos[:, None] - d_neg + margin)  # (B, M)
+    n = valid.sum(1)  # (B,)
+    scored = n > 0
+    per_anchor = torch.where(valid, hinge, 0.0).sum(1) / n.clamp(min=1)  # (B,)
+    loss = per_anchor[scored].sum()
+    with torch.no_grad():
+        frac = (torch.where(valid, hinge > 0, False).sum(1).float() / n.clamp(min=1))[scored].sum()
+        neg = (torch.where(valid, d_neg, 0.0).sum(1) / n.clamp(min=1))[scored].sum()
+    return TripletLoss(loss, int(scored.sum()), frac, d_pos.detach()[scored].sum(), neg)

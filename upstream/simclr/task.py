@@ -4,8 +4,10 @@ Data: a directory with ``<split>.tsv`` image manifests (e.g. ``scenes/`` of ``sp
 images``); no labels needed. Every item gives two views through SimCLR's augmentation
 (:class:`speechssl.data.image_augment.ViewAugment`: random resized crop, flip, colour jitter of
 strength ``jitter_strength`` with probability 0.8, greyscale with probability 0.2, optional
-blur), drawn from ``(seed, epoch, index)`` — validation items too (with the validation split's
-own generators), since the loss needs two views. The loss is
+blur; with ``random_field=mild|strong`` then the random field augmentations of
+:mod:`speechssl.data.random_field`, Mansfield et al., 2023), drawn from ``(seed, epoch, index)``
+— validation items too (with the validation split's own generators), since the loss needs two
+views. The loss is
 :func:`speechssl.nn.losses.nt_xent` on the projections ``z`` (temperature ``τ``; SimCLR: 0.5 on
 CIFAR-10, 0.1 with large ImageNet batches; solo-learn: 0.2), summed over the ``2B`` views
 (``sample_size`` = ``2B``). The task is batch-coupled: under DDP the negatives are every rank's
@@ -33,6 +35,7 @@ from torch import nn
 from speechssl.data.image import ImageCollater
 from speechssl.data.image_augment import MultiViewImageDataset, ViewAugment
 from speechssl.data.labels import LabelSpec
+from speechssl.data.random_field import SETTINGS, RandomFieldAugment, RandomFieldViewAugment, random_field_setting
 from speechssl.nn.losses import nt_xent
 from speechssl.train.task import PretrainContext, Task
 from speechssl.upstream.simclr.config import SimCLRConfig
@@ -61,6 +64,7 @@ class SimCLRTaskConfig:
     negatives: Literal["all", "pseudo_label"] = "all"  # pseudo_label: G-SimCLR, same-label views are no negatives
     pseudo_labels: str = "pseudo"  # extension of the pseudo-label files (<split>.pseudo, dict.pseudo.txt)
     seed: int = 0  # seed of the augmentations (per epoch and item)
+    random_field: Literal["none", "mild", "strong"] = "none"  # random field augmentations after the view pipeline
 
 
 class SimCLRTask(Task):
@@ -92,6 +96,11 @@ class SimCLRTask(Task):
         self.view_augment = ViewAugment(size=ctx.model.image_size, scale=tuple(cfg.crop_scale), flip=cfg.flip,
                                         jitter_strength=cfg.jitter_strength, jitter_prob=cfg.jitter_prob,
                                         grey_prob=cfg.grey_prob, blur_prob=cfg.blur_prob)
+        if cfg.random_field not in SETTINGS:
+            raise ValueError(f"task.random_field must be one of {', '.join(SETTINGS)}, got {cfg.random_field!r}")
+        if cfg.random_field != "none":  # "none" keeps the plain pipeline, so its views are bit-for-bit unchanged
+            self.view_augment = RandomFieldViewAugment(self.view_augment,
+                                                       RandomFieldAugment(random_field_setting(cfg.random_field)))
         try:
             self.view_augment.validate()
         except ValueError as exc:
