@@ -27,7 +27,9 @@ def test_saved_directory_gives_the_same_hidden_states(method: str) -> None:
     # Bit-identical until the conv stack's GroupNorm moved to torch's fused kernel (per padded row,
     # one pass; speechssl.nn.norm.MaskedGroupNorm) and the position conv's weight norm to torch's
     # fused weight-norm kernel: hubert then moved by 2.1e-6, wav2vec2 by 3.6e-7, on values of
-    # magnitude ~3. Anything beyond float rounding is a regression.
-    tol = 0 if method == "ssamba" else 1e-5
+    # magnitude ~3. ssamba's were bit-identical on an idle machine, but MKL adapts the threads of a
+    # GEMM to the load and a differently split product rounds differently (seen under a loaded CI
+    # run), so it gets the same bound as the others. Anything beyond float rounding is a regression.
+    tol = 1e-5
     for i, h in enumerate(out["hidden_states"]):
         torch.testing.assert_close(h, expected[f"hidden_{i}"], rtol=tol, atol=tol, msg=f"hidden state {i}")

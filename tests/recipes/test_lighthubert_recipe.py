@@ -73,11 +73,11 @@ def test_stages_call_convert_and_distil_then_sweep_the_subnets(tmp_path: Path) -
         f"corpus synth --preset tiny --seed 0 --out {exp}/eval_corpus",  # the teacher brings its corpus
         f"hub convert {hubert}/iter2/checkpoint_last.pt {exp}/teacher",
         f"pretrain --method lighthubert --preset tiny --data {data} --exp-dir {exp}/distil "
-        f"task.teacher={exp}/teacher task.stage=1 trainer.max_updates=7",
+        f"task.teacher={exp}/teacher task.stage=1 task.max_sample_size=160000 trainer.max_updates=7",
         f"hub convert {exp}/distil/checkpoint_last.pt {exp}/student",
         f"pretrain --method lighthubert --preset tiny --data {data} --exp-dir {exp}/supernet_train "
-        f"task.teacher={exp}/teacher task.stage=2 task.init={exp}/student trainer.max_updates=7 "
-        "trainer.max_updates=9",
+        f"task.teacher={exp}/teacher task.stage=2 task.init={exp}/student task.max_sample_size=160000 "
+        "trainer.max_updates=7 trainer.max_updates=9",
         f"hub convert {exp}/supernet_train/checkpoint_last.pt {exp}/supernet",
     ]
     # stage 5 with stage 4 taken as done: its exported subnets must exist
