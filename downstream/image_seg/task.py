@@ -3,22 +3,21 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from speechssl.corpus.image import read_mask
 from speechssl.data.base import SizedDataset
 from speechssl.data.image import ImageDataset
-from speechssl.data.manifest import FormatError, read_dict
+from speechssl.downstream import image_grid
 from speechssl.downstream.featurizer import Featurizer
 from speechssl.downstream.image_features import (
     confusion_matrix, image_hidden_states, pixel_patch_tokens, segmentation_scores,
 )
-from speechssl.downstream.task import DownstreamTaskBase, SplitData, subset_split
+from speechssl.downstream.image_masks import read_classes, read_masks
+from speechssl.downstream.task import DownstreamTaskBase, SplitData
 
 __all__ = ["ImageSegConfig", "ImageSeg", "PatchSegmentationHead", "ImageSegModel"]
 
@@ -166,66 +165,25 @@ class ImageSeg(DownstreamTaskBase):
         return self.ctx.upstream.method == "pixels"
 
     def _input_shape(self) -> tuple[int, int, int]:
-        shape = getattr(self._model, "input_shape", None)
-        if shape is None:
-            raise ValueError(f"upstream {self.ctx.upstream.name} has no input_shape (C, H, W); image_seg needs one")
-        c, h, w = (int(v) for v in shape)
-        if h != w:
-            raise ValueError(f"image_seg resizes to square images; upstream {self.ctx.upstream.name} takes {h}x{w}")
-        return c, h, w
+        return image_grid.input_shape(self.ctx.upstream, self.name)
 
     def _grid(self) -> tuple[int, int]:
-        c, h, w = self._input_shape()
-        if self._is_pixels:
-            p = int(self.cfg.pixel_patch)
-            if p < 1 or h % p:
-                raise ValueError(f"task.pixel_patch={p} must be a positive divisor of the pixel size {h}")
-            return h // p, w // p
-        grid = getattr(self._model, "patch_grid", None)
-        if grid is None or tuple(grid) == (1, 1):
-            raise ValueError(f"upstream {self.ctx.upstream.name} has no patch grid (patch_grid {grid}); "
-                             "image_seg needs patch tokens")
-        return int(grid[0]), int(grid[1])
+        return image_grid.token_grid(self.ctx.upstream, self.cfg.pixel_patch, self.name)
 
     # --- data ---
 
     @property
     def classes(self) -> list[str]:
         if not hasattr(self, "_classes"):
-            path = Path(self.ctx.data_dir) / self.cfg.subset / f"dict.{self.cfg.masks}.txt"
-            if not path.is_file():
-                raise FileNotFoundError(f"{path} not found: task.subset={self.cfg.subset} task.masks={self.cfg.masks} "
-                                        f"needs <split>.{self.cfg.masks}.tsv masks and dict.{self.cfg.masks}.txt "
-                                        "(build the corpus with 'speechssl corpus images')")
-            self._classes = read_dict(path).symbols
+            self._classes = read_classes(self.ctx.data_dir, self.cfg.subset, self.cfg.masks)
         return self._classes
 
     def load_split(self, split: str) -> SplitData:
-        manifest = subset_split(self.ctx.data_dir, self.cfg.subset, split)
-        masks_manifest = subset_split(self.ctx.data_dir, self.cfg.subset, f"{split}.{self.cfg.masks}")
-        if len(masks_manifest) != len(manifest):
-            raise FormatError(f"{masks_manifest.source}: {len(masks_manifest)} masks for the {len(manifest)} images "
-                              f"of {manifest.source}")
-        k = len(self.classes)
-        masks, shape = [], None
-        for i, (image, mask) in enumerate(zip(manifest.paths, masks_manifest.paths)):
-            where = f"{masks_manifest.source}:{i + 2}"
-            if Path(mask).name.split(".")[0] != Path(image).stem:
-                raise FormatError(f"{where}: mask {mask} is not the mask of image {image} ({manifest.source}:{i + 2})")
-            m = read_mask(masks_manifest.root / mask)
-            if shape is None:
-                shape = tuple(m.shape)
-            elif tuple(m.shape) != shape:
-                raise FormatError(f"{where}: mask {mask} is {tuple(m.shape)} pixels, the split's first is {shape}")
-            if int(m.max()) >= k:
-                raise FormatError(f"{where}: mask {mask} has class id {int(m.max())}; dict.{self.cfg.masks}.txt "
-                                  f"lists {k} classes (0..{k - 1})")
-            masks.append(m.to(torch.uint8))
+        manifest, masks = read_masks(self.ctx.data_dir, self.cfg.subset, split, self.cfg.masks, len(self.classes))
         c, h, _ = self._input_shape()
         images = ImageDataset(manifest, size=h, augment=False, crop_fraction=1.0, channels=c,
                               check_files=True)  # every image's header against the manifest, before any work
-        stacked = torch.stack(masks) if masks else torch.zeros(0, 1, 1, dtype=torch.uint8)  # (N, H, W)
-        return SplitData(manifest, list(range(len(manifest))), extra={"images": images, "masks": stacked})
+        return SplitData(manifest, list(range(len(manifest))), extra={"images": images, "masks": masks})
 
     def _mask_size(self) -> tuple[int, int]:
         masks = self.split(self.ctx.train_split).extra["masks"]
@@ -298,7 +256,7 @@ class ImageSeg(DownstreamTaskBase):
         if pixel_shape is not None:
             in_dim = self.cfg.pixel_patch ** 2 * pixel_shape[0]
         return PatchSegmentationHead(in_dim, len(self.classes), self._grid(), self._mask_size(),
-                                     prefix_tokens=0 if self._is_pixels else int(getattr(self._model, "prefix_tokens", 0)),
+                                     prefix_tokens=image_grid.prefix_tokens(self.ctx.upstream),
                                      pixel_shape=pixel_shape, pixel_patch=self.cfg.pixel_patch)
 
     def build_model(self) -> ImageSegModel:

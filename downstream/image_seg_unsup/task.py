@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from speechssl.cluster import KMeansModel, fit_kmeans
 from speechssl.cluster.segmentation import cluster_confusion, match_clusters, matched_segmentation_scores
 from speechssl.data.image import ImageDataset
+from speechssl.downstream import image_grid
 from speechssl.downstream.image_features import (
     confusion_matrix, image_hidden_states, pixel_patch_tokens, segmentation_scores,
 )
@@ -76,26 +77,10 @@ class ImageSegUnsup(DownstreamTaskBase):
         return self.ctx.upstream.method == "pixels"
 
     def _input_shape(self) -> tuple[int, int, int]:
-        shape = getattr(self._model, "input_shape", None)
-        if shape is None:
-            raise ValueError(f"upstream {self.ctx.upstream.name} has no input_shape (C, H, W); {self.name} needs one")
-        c, h, w = (int(v) for v in shape)
-        if h != w:
-            raise ValueError(f"{self.name} resizes to square images; upstream {self.ctx.upstream.name} takes {h}x{w}")
-        return c, h, w
+        return image_grid.input_shape(self.ctx.upstream, self.name)
 
     def _grid(self) -> tuple[int, int]:
-        _, h, w = self._input_shape()
-        if self._is_pixels:
-            p = int(self.cfg.pixel_patch)
-            if p < 1 or h % p:
-                raise ValueError(f"task.pixel_patch={p} must be a positive divisor of the pixel size {h}")
-            return h // p, w // p
-        grid = getattr(self._model, "patch_grid", None)
-        if grid is None or tuple(grid) == (1, 1):
-            raise ValueError(f"upstream {self.ctx.upstream.name} has no patch grid (patch_grid {grid}); "
-                             f"{self.name} needs patch tokens")
-        return int(grid[0]), int(grid[1])
+        return image_grid.token_grid(self.ctx.upstream, self.cfg.pixel_patch, self.name)
 
     @property
     def used_layer(self) -> int:
@@ -126,7 +111,7 @@ class ImageSegUnsup(DownstreamTaskBase):
         data = self.split(split)
         images = data.extra["images"]
         gh, gw = self._grid()
-        prefix = 0 if self._is_pixels else int(getattr(self._model, "prefix_tokens", 0))
+        prefix = image_grid.prefix_tokens(self.ctx.upstream)
         out = []
         for _, states, _ in image_hidden_states(self._model, lambda i: images[i]["image"], range(len(images)),
                                                 [self.used_layer], batch_size=self.cfg.batch_size,

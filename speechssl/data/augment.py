@@ -11,14 +11,14 @@ A crop box is ``(top, left, height, width)`` in pixels.
 from __future__ import annotations
 
 import math
-from typing import Literal, Sequence
+from typing import Iterator, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
 
 __all__ = [
     "uniform", "randint", "coin", "random_resized_crop_box", "box_intersection", "overlapping_crop_box",
-    "center_crop_box", "resized_crop", "hflip", "crop_and_flip", "normalize", "clip_indices", "subsample_indices",
+    "center_crop_box", "resized_crop", "hflip", "crop_and_flip", "IMAGENET_STATS", "pixel_statistics", "normalize", "clip_indices", "subsample_indices",
     "rotation_matrix", "normalize_points",
 ]
 
@@ -40,19 +40,18 @@ def coin(generator: torch.Generator, p: float) -> bool:
     return float(torch.rand((), generator=generator)) < p
 
 
-def random_resized_crop_box(height: int, width: int, scale: Sequence[float], ratio: Sequence[float],
-                            generator: torch.Generator, attempts: int = 10) -> Box:
-    """A random crop box covering a fraction in ``scale`` of the area, aspect (w/h) in ``ratio``.
-
-    The Inception-style crop (as torchvision's ``RandomResizedCrop``): up to ``attempts``
-    tries, each drawing an area fraction ``U(scale)``, a log-uniform aspect ratio and, if the box
-    fits, its top and left; when no try fits, the largest central box whose aspect ratio is
-    clamped to ``ratio``.
-    """
+def _check_crop_range(scale: Sequence[float], ratio: Sequence[float]) -> None:
     if not (0 < scale[0] <= scale[1] <= 1):
         raise ValueError(f"scale must be 0 < min <= max <= 1, got {tuple(scale)}")
     if not (0 < ratio[0] <= ratio[1]):
         raise ValueError(f"ratio must be 0 < min <= max, got {tuple(ratio)}")
+
+
+def _crop_candidates(height: int, width: int, scale: Sequence[float], ratio: Sequence[float],
+                     generator: torch.Generator, attempts: int) -> Iterator[tuple[Box, float]]:
+    """The Inception-style tries: each draws an area fraction ``U(scale)`` and a log-uniform aspect
+    ratio and, when the box fits, its top and left; yields ``(box, drawn target area)`` of each
+    fitting try. Lazily, so a caller that stops early draws no more than it used."""
     area = height * width
     log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
     for _ in range(attempts):
@@ -63,7 +62,21 @@ def random_resized_crop_box(height: int, width: int, scale: Sequence[float], rat
         if 0 < w <= width and 0 < h <= height:
             top = randint(generator, 0, height - h + 1)
             left = randint(generator, 0, width - w + 1)
-            return top, left, h, w
+            yield (top, left, h, w), target
+
+
+def random_resized_crop_box(height: int, width: int, scale: Sequence[float], ratio: Sequence[float],
+                            generator: torch.Generator, attempts: int = 10) -> Box:
+    """A random crop box covering a fraction in ``scale`` of the area, aspect (w/h) in ``ratio``.
+
+    The Inception-style crop (as torchvision's ``RandomResizedCrop``): up to ``attempts``
+    tries, each drawing an area fraction ``U(scale)``, a log-uniform aspect ratio and, if the box
+    fits, its top and left; when no try fits, the largest central box whose aspect ratio is
+    clamped to ``ratio``.
+    """
+    _check_crop_range(scale, ratio)
+    for box, _ in _crop_candidates(height, width, scale, ratio, generator, attempts):
+        return box
     aspect = width / height
     if aspect < ratio[0]:
         w, h = width, int(round(width / ratio[0]))
@@ -94,22 +107,10 @@ def overlapping_crop_box(height: int, width: int, scale: Sequence[float], ratio:
     """
     if not 0 <= min_overlap <= 1:
         raise ValueError(f"min_overlap must be in [0, 1], got {min_overlap}")
-    if not (0 < scale[0] <= scale[1] <= 1):
-        raise ValueError(f"scale must be 0 < min <= max <= 1, got {tuple(scale)}")
-    if not (0 < ratio[0] <= ratio[1]):
-        raise ValueError(f"ratio must be 0 < min <= max, got {tuple(ratio)}")
-    area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(attempts):
-        target = area * uniform(generator, scale[0], scale[1])
-        aspect = math.exp(uniform(generator, *log_ratio))
-        w = int(round(math.sqrt(target * aspect)))
-        h = int(round(math.sqrt(target / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            top = randint(generator, 0, height - h + 1)
-            left = randint(generator, 0, width - w + 1)
-            if box_intersection((top, left, h, w), constraint) >= min_overlap * target:
-                return top, left, h, w
+    _check_crop_range(scale, ratio)
+    for box, target in _crop_candidates(height, width, scale, ratio, generator, attempts):
+        if box_intersection(box, constraint) >= min_overlap * target:
+            return box
     return random_resized_crop_box(height, width, scale, ratio, generator, attempts)
 
 
@@ -176,6 +177,21 @@ def crop_and_flip(x: torch.Tensor, size: int, generator: torch.Generator | None,
     if flipped:
         out = hflip(out)
     return out, (*box, int(flipped))
+
+
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))  # per-channel RGB mean and std
+
+
+def pixel_statistics(name: str, channels: int) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """The ``(mean, std)`` a ``task.normalize`` setting names: ``"none"`` → ``(None, None)``,
+    ``"imagenet"`` → :data:`IMAGENET_STATS` (3 channels only); ValueError naming the field otherwise."""
+    if name not in ("none", "imagenet"):
+        raise ValueError(f"task.normalize must be 'none' or 'imagenet', got {name!r}")
+    if name == "none":
+        return None, None
+    if channels != 3:
+        raise ValueError(f"task.normalize=imagenet needs 3 channels, model.channels is {channels}")
+    return IMAGENET_STATS
 
 
 def normalize(x: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:

@@ -5,6 +5,9 @@
 * :func:`fairseq_pretraining` — the shape of fairseq's wav2vec 2.0 / HuBERT pretraining
   recipes (linear decay after warm-up, checkpoints every 25k updates, validation every 10k);
   each method gives its own learning rate, warm-up, batch and length.
+* :func:`image_cosine` / :func:`image_tiny` — the image methods' runs: AdamW with a cosine
+  schedule after warm-up, batches counted in images; ``image_tiny`` is the 300-update CPU run of
+  every image method's ``tiny`` preset (validated and saved every 100 updates).
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from typing import Any
 
 from speechssl.train.config import OptimConfig, ScheduleConfig, TrainerConfig
 
-__all__ = ["cpu_tiny", "fairseq_pretraining"]
+__all__ = ["cpu_tiny", "fairseq_pretraining", "image_cosine", "image_tiny"]
 
 
 def cpu_tiny(**overrides: Any) -> TrainerConfig:
@@ -40,3 +43,32 @@ def fairseq_pretraining(*, lr: float, warmup_updates: int, max_tokens: int, max_
                         schedule=ScheduleConfig(name="linear", warmup_updates=warmup_updates),
                         save_every_updates=25_000, validate_every_updates=10_000)
     return dataclasses.replace(cfg, **overrides)
+
+
+def image_cosine(*, max_updates: int, batch: int, lr: float, weight_decay: float, warmup_updates: int, every: int,
+                 betas: tuple[float, float] = (0.9, 0.999), clip_norm: float | None = None,
+                 **overrides: Any) -> TrainerConfig:
+    """An image method's run: AdamW(``lr``, ``betas``, ``weight_decay``), cosine decay after ``warmup_updates``.
+
+    Args:
+        max_updates: total updates.
+        batch: images per batch (the trainer's ``max_tokens`` for image datasets).
+        every: validation and checkpoint interval in updates.
+        clip_norm: gradient clipping (``None``: the trainer's default).
+        overrides: other TrainerConfig fields.
+    """
+    optim = OptimConfig(lr=lr, betas=betas, weight_decay=weight_decay)
+    if clip_norm is not None:
+        optim = dataclasses.replace(optim, clip_norm=clip_norm)
+    cfg = TrainerConfig(max_updates=max_updates, max_tokens=batch, optim=optim,
+                        schedule=ScheduleConfig(name="cosine", warmup_updates=warmup_updates),
+                        save_every_updates=every, validate_every_updates=every)
+    return dataclasses.replace(cfg, **overrides)
+
+
+def image_tiny(*, batch: int, lr: float, weight_decay: float, warmup_updates: int, **overrides: Any) -> TrainerConfig:
+    """The image methods' ``tiny`` CPU run: 300 updates, validated and saved every 100, logged every 10
+    (other arguments: :func:`image_cosine`)."""
+    overrides.setdefault("log_every_updates", 10)
+    return image_cosine(max_updates=300, batch=batch, lr=lr, weight_decay=weight_decay, warmup_updates=warmup_updates,
+                        every=100, **overrides)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from speechssl.nn.image_backbone import validate_masked_image
+
 __all__ = ["CAEConfig", "tiny", "small", "PRESETS"]
 
 
@@ -32,19 +34,7 @@ class CAEConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first field that cannot work."""
-        for name in ("image_size", "channels", "patch", "dim", "ffn_dim", "layers", "heads", "regressor_layers",
-                     "decoder_layers"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        if self.image_size % self.patch:
-            raise ValueError(f"model.image_size ({self.image_size}) must be a multiple of model.patch ({self.patch})")
-        if self.dim % self.heads:
-            raise ValueError(f"model.dim ({self.dim}) must be divisible by model.heads ({self.heads})")
-        if self.dim % 4:
-            raise ValueError(f"model.dim ({self.dim}) must be divisible by 4 (2-D sin-cos positions)")
-        for name in ("dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+        validate_masked_image(self, ("regressor_layers", "decoder_layers"), (("dim", "heads"),))
 
 
 def tiny() -> CAEConfig:

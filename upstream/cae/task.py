@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from speechssl.data.augment import pixel_statistics
 from speechssl.data.base import item_seed
 from speechssl.data.image import ImageCollater, ImageDataset
 from speechssl.train.task import PretrainContext, Task
@@ -31,7 +32,6 @@ from speechssl.upstream.cae.model import CAEPretrainModel, cae_losses
 
 __all__ = ["CAETaskConfig", "CAETask", "MaskedImageDataset"]
 
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _MASK_STREAM = 104729  # offset of the mask seed from task.seed (crops and flips use task.seed itself)
 
 
@@ -95,10 +95,7 @@ class CAETask(Task):
             raise ValueError("task.data is empty: pass --data DIR (the directory with <split>.tsv image manifests)")
         if cfg.masking not in ("block", "random"):
             raise ValueError(f"task.masking must be 'block' or 'random', got {cfg.masking!r}")
-        if cfg.normalize not in ("none", "imagenet"):
-            raise ValueError(f"task.normalize must be 'none' or 'imagenet', got {cfg.normalize!r}")
-        if cfg.normalize == "imagenet" and ctx.model.channels != 3:
-            raise ValueError(f"task.normalize=imagenet needs 3 channels, model.channels is {ctx.model.channels}")
+        pixel_statistics(cfg.normalize, ctx.model.channels)  # checked before any work
         if cfg.align_weight < 0:
             raise ValueError(f"task.align_weight must be >= 0, got {cfg.align_weight}")
         if cfg.min_block < 1:
@@ -113,17 +110,12 @@ class CAETask(Task):
     @classmethod
     def trainer_preset(cls, preset: str) -> Any:
         """tiny: a short CPU run (AdamW 1.5e-3, 16 images a batch); small: longer, 64 images a batch."""
-        from speechssl.train.config import OptimConfig, ScheduleConfig, TrainerConfig
+        from speechssl.train.presets import image_cosine, image_tiny
 
         if preset == "tiny":
-            return TrainerConfig(max_updates=300, max_tokens=16, optim=OptimConfig(lr=1.5e-3, betas=(0.9, 0.999),
-                                                                                    weight_decay=0.05),
-                                 schedule=ScheduleConfig(name="cosine", warmup_updates=20),
-                                 save_every_updates=100, validate_every_updates=100, log_every_updates=10)
-        return TrainerConfig(max_updates=5000, max_tokens=64, optim=OptimConfig(lr=1.5e-3, betas=(0.9, 0.999),
-                                                                                 weight_decay=0.05),
-                             schedule=ScheduleConfig(name="cosine", warmup_updates=250),
-                             save_every_updates=1000, validate_every_updates=1000, log_every_updates=50)
+            return image_tiny(batch=16, lr=1.5e-3, weight_decay=0.05, warmup_updates=20)
+        return image_cosine(max_updates=5000, batch=64, lr=1.5e-3, weight_decay=0.05, warmup_updates=250, every=1000,
+                            log_every_updates=50)
 
     def build_model(self) -> CAEPretrainModel:
         return CAEPretrainModel(self.model_cfg, norm_pix_loss=self.cfg.norm_pix_loss)
@@ -133,7 +125,7 @@ class CAETask(Task):
         if not manifest.is_file():
             raise FileNotFoundError(f"manifest not found: {manifest} (split {split!r} of task.data)")
         m, c = self.model_cfg, self.cfg
-        mean, std = _IMAGENET if c.normalize == "imagenet" else (None, None)
+        mean, std = pixel_statistics(c.normalize, self.model_cfg.channels)
         return MaskedImageDataset(manifest, grid=self.grid, num_masked=self.num_masked, masking=c.masking,
                                   min_block=c.min_block, min_aspect=c.min_aspect, mask_seed=c.seed + _MASK_STREAM,
                                   size=m.image_size, augment=split == "train", scale=c.crop_scale, flip=c.flip,

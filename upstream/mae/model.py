@@ -22,48 +22,29 @@ from torch import nn
 
 from speechssl.nn.masked_image import pixel_targets  # shared with the other masked-image methods
 from speechssl.nn.token_masking import keep_count, random_masking, restore_tokens
+from speechssl.nn.image_backbone import ImageUpstream, masked_image_vit
 from speechssl.nn.transformer import TransformerEncoder
-from speechssl.nn.vit import VisionTransformer, init_vit_weights, sincos_2d_table
+from speechssl.nn.vit import init_vit_weights, sincos_2d_table
 from speechssl.upstream.mae.config import MAEConfig
 
 __all__ = ["MAEModel", "MAEPretrainModel", "MAEOutput", "pixel_targets"]
 
 
-class MAEModel(nn.Module):
+class MAEModel(ImageUpstream):
     """The MAE encoder as an upstream (see the module docstring)."""
 
     method = "mae"
+    encoder_attr = "vit"
 
     def __init__(self, config: MAEConfig) -> None:
         super().__init__()
         config.validate()
         self.config = config
-        c = config
-        self.vit = VisionTransformer(c.image_size, c.patch, c.channels, c.dim, c.ffn_dim, c.layers, c.heads,
-                                     cls_token=True, position="sincos", position_order="wh",
-                                     layer_norm_eps=c.layer_norm_eps, dropout=c.dropout,
-                                     attention_dropout=c.attention_dropout)
+        self.vit = masked_image_vit(config)
 
     @classmethod
     def from_config(cls, config: MAEConfig) -> "MAEModel":
         return cls(config)
-
-    @property
-    def hidden_sizes(self) -> list[int]:
-        """Width of each hidden state: ``L + 1`` times ``D``."""
-        return [self.config.dim] * (self.config.layers + 1)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self.vit.input_shape
-
-    @property
-    def patch_grid(self) -> tuple[int, int]:
-        return self.vit.patch_grid
-
-    @property
-    def prefix_tokens(self) -> int:
-        return self.vit.prefix_tokens
 
     def forward(self, images: torch.Tensor) -> dict[str, Any]:
         """``images (B, C, H, W)`` → ``{"hidden_states": [(B, 1 + N, D)] * (L + 1), "last_hidden_state",

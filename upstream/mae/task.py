@@ -20,6 +20,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from speechssl.data.augment import pixel_statistics
 from speechssl.data.base import item_generator
 from speechssl.data.image import ImageCollater, ImageDataset
 from speechssl.nn.losses import masked_mse
@@ -29,7 +30,6 @@ from speechssl.upstream.mae.model import MAEPretrainModel
 
 __all__ = ["MAETaskConfig", "MAETask", "MaskNoiseImageDataset"]
 
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _NOISE_STREAM = 7919  # offset of the noise seed from task.seed (crops and flips use task.seed itself)
 
 
@@ -78,10 +78,7 @@ class MAETask(Task):
             raise ValueError("task.data is empty: pass --data DIR (the directory with <split>.tsv image manifests)")
         if not 0.0 < cfg.mask_ratio < 1.0:
             raise ValueError(f"task.mask_ratio must be in (0, 1), got {cfg.mask_ratio}")
-        if cfg.normalize not in ("none", "imagenet"):
-            raise ValueError(f"task.normalize must be 'none' or 'imagenet', got {cfg.normalize!r}")
-        if cfg.normalize == "imagenet" and ctx.model.channels != 3:
-            raise ValueError(f"task.normalize=imagenet needs 3 channels, model.channels is {ctx.model.channels}")
+        pixel_statistics(cfg.normalize, ctx.model.channels)  # checked before any work
         ctx.model.validate()
         self.cfg, self.model_cfg = cfg, ctx.model
         self.num_layers = ctx.model.layers
@@ -89,17 +86,12 @@ class MAETask(Task):
     @classmethod
     def trainer_preset(cls, preset: str) -> Any:
         """tiny: a short CPU run (AdamW 1.5e-3, 16 images a batch); base: MAE's recipe (AdamW, lr 1.5e-4 x 4096/256)."""
-        from speechssl.train.config import OptimConfig, ScheduleConfig, TrainerConfig
+        from speechssl.train.presets import image_cosine, image_tiny
 
         if preset == "tiny":
-            return TrainerConfig(max_updates=300, max_tokens=16, optim=OptimConfig(lr=1.5e-3, betas=(0.9, 0.95),
-                                                                                    weight_decay=0.05),
-                                 schedule=ScheduleConfig(name="cosine", warmup_updates=20),
-                                 save_every_updates=100, validate_every_updates=100, log_every_updates=10)
-        return TrainerConfig(max_updates=400_000, max_tokens=256, update_freq=16,
-                             optim=OptimConfig(lr=2.4e-3, betas=(0.9, 0.95), weight_decay=0.05),
-                             schedule=ScheduleConfig(name="cosine", warmup_updates=12_000),
-                             save_every_updates=10_000, validate_every_updates=10_000)
+            return image_tiny(batch=16, lr=1.5e-3, betas=(0.9, 0.95), weight_decay=0.05, warmup_updates=20)
+        return image_cosine(max_updates=400_000, batch=256, update_freq=16, lr=2.4e-3, betas=(0.9, 0.95),
+                            weight_decay=0.05, warmup_updates=12_000, every=10_000)
 
     def build_model(self) -> MAEPretrainModel:
         return MAEPretrainModel(self.model_cfg, mask_ratio=self.cfg.mask_ratio, norm_pix_loss=self.cfg.norm_pix_loss)
@@ -109,7 +101,7 @@ class MAETask(Task):
         if not manifest.is_file():
             raise FileNotFoundError(f"manifest not found: {manifest} (split {split!r} of task.data)")
         m, c = self.model_cfg, self.cfg
-        mean, std = _IMAGENET if c.normalize == "imagenet" else (None, None)
+        mean, std = pixel_statistics(c.normalize, self.model_cfg.channels)
         grid = (m.image_size // m.patch) ** 2
         return MaskNoiseImageDataset(manifest, num_patches=grid, noise_seed=c.seed + _NOISE_STREAM,
                                      size=m.image_size, augment=split == "train", scale=c.crop_scale,

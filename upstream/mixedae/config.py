@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from speechssl.nn.image_backbone import validate_masked_image
+
 __all__ = ["MixedAEConfig", "tiny", "small", "PRESETS"]
 
 
@@ -34,21 +36,8 @@ class MixedAEConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first field that cannot work."""
-        for name in ("image_size", "channels", "patch", "dim", "ffn_dim", "layers", "heads", "decoder_dim",
-                     "decoder_ffn_dim", "decoder_layers", "decoder_heads", "hc_dim"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        if self.image_size % self.patch:
-            raise ValueError(f"model.image_size ({self.image_size}) must be a multiple of model.patch ({self.patch})")
-        for dim, heads in (("dim", "heads"), ("decoder_dim", "decoder_heads")):
-            if getattr(self, dim) % getattr(self, heads):
-                raise ValueError(f"model.{dim} ({getattr(self, dim)}) must be divisible by model.{heads} "
-                                 f"({getattr(self, heads)})")
-            if getattr(self, dim) % 4:
-                raise ValueError(f"model.{dim} ({getattr(self, dim)}) must be divisible by 4 (2-D sin-cos positions)")
-        for name in ("dropout", "attention_dropout"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"model.{name} must be in [0, 1), got {getattr(self, name)}")
+        validate_masked_image(self, ("decoder_dim", "decoder_ffn_dim", "decoder_layers", "decoder_heads", "hc_dim"),
+                              (("dim", "heads"), ("decoder_dim", "decoder_heads")))
 
 
 def tiny() -> MixedAEConfig:

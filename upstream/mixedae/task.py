@@ -25,6 +25,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from speechssl.data.augment import pixel_statistics
 from speechssl.data.base import item_generator
 from speechssl.data.image import ImageCollater, ImageDataset
 from speechssl.nn.losses import masked_mse
@@ -34,7 +35,6 @@ from speechssl.upstream.mixedae.model import MixedAEPretrainModel
 
 __all__ = ["MixedAETaskConfig", "MixedAETask", "MixNoiseImageDataset"]
 
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 _NOISE_STREAM = 15485863  # offset of the noise seed from task.seed (crops and flips use task.seed itself)
 
 
@@ -96,27 +96,19 @@ class MixedAETask(Task):
             raise ValueError(f"task.hc_level must be 'patch' or 'image', got {cfg.hc_level!r}")
         if cfg.hc_level == "image" and n < 2 * cfg.mix:
             raise ValueError(f"task.hc_level=image needs 2 patches per image and half: {n} patches, task.mix {cfg.mix}")
-        if cfg.normalize not in ("none", "imagenet"):
-            raise ValueError(f"task.normalize must be 'none' or 'imagenet', got {cfg.normalize!r}")
-        if cfg.normalize == "imagenet" and ctx.model.channels != 3:
-            raise ValueError(f"task.normalize=imagenet needs 3 channels, model.channels is {ctx.model.channels}")
+        pixel_statistics(cfg.normalize, ctx.model.channels)  # checked before any work
         self.cfg, self.model_cfg = cfg, ctx.model
         self.num_layers = ctx.model.layers
 
     @classmethod
     def trainer_preset(cls, preset: str) -> Any:
         """tiny: a short CPU run (AdamW 1.5e-3, 16 images a batch = 4 mixed images); small: longer, 32 a batch."""
-        from speechssl.train.config import OptimConfig, ScheduleConfig, TrainerConfig
+        from speechssl.train.presets import image_cosine, image_tiny
 
         if preset == "tiny":
-            return TrainerConfig(max_updates=300, max_tokens=16, optim=OptimConfig(lr=1.5e-3, betas=(0.9, 0.95),
-                                                                                    weight_decay=0.05),
-                                 schedule=ScheduleConfig(name="cosine", warmup_updates=20),
-                                 save_every_updates=100, validate_every_updates=100, log_every_updates=10)
-        return TrainerConfig(max_updates=3000, max_tokens=32, optim=OptimConfig(lr=1.5e-3, betas=(0.9, 0.95),
-                                                                                 weight_decay=0.05),
-                             schedule=ScheduleConfig(name="cosine", warmup_updates=100),
-                             save_every_updates=500, validate_every_updates=500, log_every_updates=50)
+            return image_tiny(batch=16, lr=1.5e-3, betas=(0.9, 0.95), weight_decay=0.05, warmup_updates=20)
+        return image_cosine(max_updates=3000, batch=32, lr=1.5e-3, betas=(0.9, 0.95), weight_decay=0.05,
+                            warmup_updates=100, every=500, log_every_updates=50)
 
     def build_model(self) -> MixedAEPretrainModel:
         return MixedAEPretrainModel(self.model_cfg, mix=self.cfg.mix, norm_pix_loss=self.cfg.norm_pix_loss,
@@ -127,7 +119,7 @@ class MixedAETask(Task):
         if not manifest.is_file():
             raise FileNotFoundError(f"manifest not found: {manifest} (split {split!r} of task.data)")
         m, c = self.model_cfg, self.cfg
-        mean, std = _IMAGENET if c.normalize == "imagenet" else (None, None)
+        mean, std = pixel_statistics(c.normalize, self.model_cfg.channels)
         grid = (m.image_size // m.patch) ** 2
         return MixNoiseImageDataset(manifest, num_patches=grid, noise_seed=c.seed + _NOISE_STREAM,
                                     size=m.image_size, augment=split == "train", scale=c.crop_scale,

@@ -11,31 +11,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from speechssl.nn.image_backbone import ResNetBackbone, validate_backbone
+from speechssl.nn.image_backbone import ViTBackbone as SharedViTBackbone
+
 __all__ = ["ResNetBackbone", "ViTBackbone", "SimCLRConfig", "tiny", "small", "tiny_vit", "PRESETS"]
 
 
 @dataclass
-class ResNetBackbone:
-    """The ResNet of ``backbone="resnet"`` (:class:`speechssl.nn.resnet.ResNet`)."""
+class ViTBackbone(SharedViTBackbone):
+    """The ViT of ``backbone="vit"`` and how its last layer becomes ``h``."""
 
-    widths: tuple[int, ...] = (64, 128, 256, 512)  # channels of each stage (ResNet-18: 64, 128, 256, 512)
-    depths: tuple[int, ...] = (2, 2, 2, 2)  # basic blocks per stage (ResNet-18: 2, 2, 2, 2)
-    stem: Literal["cifar", "imagenet"] = "cifar"  # cifar: 3x3/1 conv, no max-pool (32-64 px); imagenet: 7x7/2 + pool
-    token_stride: int = 0  # pixels per token side of the upstream's hidden states (0: the last stage's stride)
-    zero_init_residual: bool = False  # start each block's last BN scale at 0
-
-
-@dataclass
-class ViTBackbone:
-    """The ViT of ``backbone="vit"`` (:class:`speechssl.nn.vit.VisionTransformer`, fixed 2-D sin-cos positions)."""
-
-    patch: int = 4  # patch side in pixels; image_size must be a multiple
-    dim: int = 192  # width D
-    ffn_dim: int = 768  # feed-forward inner width
-    layers: int = 12  # transformer layers L
-    heads: int = 3  # attention heads
     pool: Literal["cls", "mean"] = "cls"  # h = the class token, or the mean of the patch tokens (last layer)
-    layer_norm_eps: float = 1e-6  # of every LayerNorm
 
 
 @dataclass
@@ -54,28 +40,12 @@ class SimCLRConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first field that cannot work."""
-        if self.backbone not in ("resnet", "vit"):
-            raise ValueError(f"model.backbone must be 'resnet' or 'vit', got {self.backbone!r}")
         for name in ("image_size", "channels", "projector_hidden_dim", "projector_dim", "projector_layers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be >= 1, got {getattr(self, name)}")
-        if self.backbone == "resnet":
-            r = self.resnet
-            if not r.widths or len(r.widths) != len(r.depths):
-                raise ValueError(f"model.resnet.widths {list(r.widths)} and model.resnet.depths {list(r.depths)} "
-                                 "need one entry per stage")
-            if min(r.widths) < 1 or min(r.depths) < 1:
-                raise ValueError(f"model.resnet.widths {list(r.widths)} and depths {list(r.depths)} must be >= 1")
-        else:
-            v = self.vit
-            for name in ("patch", "dim", "ffn_dim", "layers", "heads"):
-                if getattr(v, name) < 1:
-                    raise ValueError(f"model.vit.{name} must be >= 1, got {getattr(v, name)}")
-            if self.image_size % v.patch:
-                raise ValueError(f"model.image_size ({self.image_size}) must be a multiple of model.vit.patch ({v.patch})")
-            if v.dim % v.heads or v.dim % 4:
-                raise ValueError(f"model.vit.dim ({v.dim}) must be divisible by model.vit.heads ({v.heads}) and by 4 "
-                                 "(2-D sin-cos positions)")
+        validate_backbone(self.backbone, self.image_size, self.resnet, self.vit)
+        if self.backbone == "vit" and self.vit.pool not in ("cls", "mean"):
+            raise ValueError(f"model.vit.pool must be 'cls' or 'mean', got {self.vit.pool!r}")
 
 
 def tiny() -> SimCLRConfig:

@@ -5,9 +5,9 @@
   :meth:`SimCLRModel.represent` gives SimCLR's representation ``h = f(x)`` ``(B, D)`` (ResNet:
   global average pool of the last stage; ViT: the class token or the patch-token mean of the
   last layer).
-* :class:`ProjectionHead` — ``g``: ``Linear → [BN] → ReLU`` repeated ``projector_layers - 1``
-  times, then ``Linear`` to ``projector_dim``.
-* :class:`SimCLRPretrainModel` — ``views → z = g(f(views))``: all views of a batch go through the
+* :class:`SimCLRPretrainModel` — ``views → z = g(f(views))``, ``g`` the projector
+  (:class:`~speechssl.nn.mlp.MLPHead`: ``Linear → [BN] → ReLU`` repeated ``projector_layers - 1``
+  times, then ``Linear`` to ``projector_dim``): all views of a batch go through the
   encoder as one batch (as SimCLR's reference code does), so BatchNorm statistics cover every view.
 """
 from __future__ import annotations
@@ -17,27 +17,15 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from speechssl.nn.image_backbone import ImageUpstream, build_image_backbone
+from speechssl.nn.mlp import MLPHead
 from speechssl.nn.resnet import ResNet
-from speechssl.nn.vit import VisionTransformer
 from speechssl.upstream.simclr.config import SimCLRConfig
 
-__all__ = ["SimCLRModel", "ProjectionHead", "SimCLRPretrainModel", "build_backbone"]
+__all__ = ["SimCLRModel", "SimCLRPretrainModel"]
 
 
-def build_backbone(config: SimCLRConfig) -> nn.Module:
-    """The encoder ``f`` of ``config`` (validated)."""
-    config.validate()
-    c = config
-    if c.backbone == "resnet":
-        r = c.resnet
-        return ResNet(c.image_size, c.channels, r.widths, r.depths, stem=r.stem, token_stride=r.token_stride,
-                      zero_init_residual=r.zero_init_residual)
-    v = c.vit
-    return VisionTransformer(c.image_size, v.patch, c.channels, v.dim, v.ffn_dim, v.layers, v.heads,
-                             cls_token=v.pool == "cls", position="sincos", layer_norm_eps=v.layer_norm_eps)
-
-
-class SimCLRModel(nn.Module):
+class SimCLRModel(ImageUpstream):
     """The SimCLR encoder as an image upstream (see the module docstring)."""
 
     method = "simclr"
@@ -45,30 +33,13 @@ class SimCLRModel(nn.Module):
     def __init__(self, config: SimCLRConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = build_backbone(config)
+        config.validate()
+        self.backbone = build_image_backbone(config.backbone, config.image_size, config.channels, config.resnet,
+                                             config.vit, cls_token=config.vit.pool == "cls")
 
     @classmethod
     def from_config(cls, config: SimCLRConfig) -> "SimCLRModel":
         return cls(config)
-
-    @property
-    def hidden_sizes(self) -> list[int]:
-        """``D`` of each hidden state (ResNet: stem then stages; ViT: ``L + 1`` times ``D``)."""
-        if isinstance(self.backbone, ResNet):
-            return list(self.backbone.hidden_sizes)
-        return [self.config.vit.dim] * (self.config.vit.layers + 1)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self.backbone.input_shape
-
-    @property
-    def patch_grid(self) -> tuple[int, int]:
-        return tuple(self.backbone.patch_grid)  # type: ignore[return-value]
-
-    @property
-    def prefix_tokens(self) -> int:
-        return int(self.backbone.prefix_tokens)
 
     @property
     def feature_dim(self) -> int:
@@ -88,45 +59,15 @@ class SimCLRModel(nn.Module):
         return self.backbone(images)
 
 
-class ProjectionHead(nn.Module):
-    """``g``: ``(B, D)`` → ``(B, P)`` (see the module docstring).
-
-    Args:
-        in_dim: ``D``.
-        hidden_dim: width of the hidden layers.
-        out_dim: ``P``.
-        layers: linear layers (>= 1).
-        batch_norm: BatchNorm1d after each hidden linear layer.
-    """
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, layers: int = 2, batch_norm: bool = True) -> None:
-        super().__init__()
-        if layers < 1:
-            raise ValueError(f"a projection head needs >= 1 linear layer, got {layers}")
-        mods: list[nn.Module] = []
-        d = in_dim
-        for _ in range(layers - 1):
-            mods.append(nn.Linear(d, hidden_dim, bias=not batch_norm))
-            if batch_norm:
-                mods.append(nn.BatchNorm1d(hidden_dim))
-            mods.append(nn.ReLU())
-            d = hidden_dim
-        mods.append(nn.Linear(d, out_dim))
-        self.net = nn.Sequential(*mods)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.net(h)
-
-
 class SimCLRPretrainModel(nn.Module):
-    """:class:`SimCLRModel` (as ``upstream``) + :class:`ProjectionHead` (as ``projector``)."""
+    """:class:`SimCLRModel` (as ``upstream``) + the :class:`~speechssl.nn.mlp.MLPHead` ``g`` (as ``projector``)."""
 
     def __init__(self, config: SimCLRConfig) -> None:
         super().__init__()
         self.upstream = SimCLRModel(config)
         c = config
-        self.projector = ProjectionHead(self.upstream.feature_dim, c.projector_hidden_dim, c.projector_dim,
-                                        c.projector_layers, c.projector_bn)
+        self.projector = MLPHead(self.upstream.feature_dim, c.projector_hidden_dim, c.projector_dim,
+                                 c.projector_layers, batch_norm=c.projector_bn)
 
     def forward(self, views: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """``V`` views ``(B, C, H, W)`` of the same ``B`` images → ``z (V, B, P)`` and ``h (V, B, D)``."""

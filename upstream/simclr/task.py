@@ -32,6 +32,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from speechssl.data.augment import pixel_statistics
 from speechssl.data.image import ImageCollater
 from speechssl.data.image_augment import MultiViewImageDataset, ViewAugment
 from speechssl.data.labels import LabelSpec
@@ -43,7 +44,6 @@ from speechssl.upstream.simclr.model import SimCLRPretrainModel
 
 __all__ = ["SimCLRTaskConfig", "SimCLRTask", "PSEUDO_KEY"]
 
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 #: the key of the pseudo-labels in items and batches
 PSEUDO_KEY = "pseudo_label"
 
@@ -85,10 +85,7 @@ class SimCLRTask(Task):
             raise ValueError("task.data is empty: pass --data DIR (the directory with <split>.tsv image manifests)")
         if not cfg.temperature > 0:
             raise ValueError(f"task.temperature must be > 0, got {cfg.temperature}")
-        if cfg.normalize not in ("none", "imagenet"):
-            raise ValueError(f"task.normalize must be 'none' or 'imagenet', got {cfg.normalize!r}")
-        if cfg.normalize == "imagenet" and ctx.model.channels != 3:
-            raise ValueError(f"task.normalize=imagenet needs 3 channels, model.channels is {ctx.model.channels}")
+        pixel_statistics(cfg.normalize, ctx.model.channels)  # checked before any work
         if cfg.negatives not in ("all", "pseudo_label"):
             raise ValueError(f"task.negatives must be 'all' or 'pseudo_label', got {cfg.negatives!r}")
         ctx.model.validate()
@@ -114,18 +111,12 @@ class SimCLRTask(Task):
         LARS is what SimCLR uses at batch sizes of 4096; at these batch sizes Adam(W) trains as
         well (solo-learn and lightly's CIFAR examples use SGD/Adam without LARS too).
         """
-        from speechssl.train.config import OptimConfig, ScheduleConfig, TrainerConfig
+        from speechssl.train.presets import image_cosine, image_tiny
 
-        if preset in ("tiny", "tiny_vit"):
-            return TrainerConfig(max_updates=300, max_tokens=32, optim=OptimConfig(lr=1e-3, betas=(0.9, 0.999),
-                                                                                    weight_decay=1e-4),
-                                 schedule=ScheduleConfig(name="cosine", warmup_updates=10),
-                                 save_every_updates=100, validate_every_updates=100, log_every_updates=10,
-                                 save_every_epochs=0, validate_every_epochs=0)  # the tiny corpus: 3 batches an epoch
-        return TrainerConfig(max_updates=20_000, max_tokens=256, optim=OptimConfig(lr=1e-3, betas=(0.9, 0.999),
-                                                                                    weight_decay=1e-6),
-                             schedule=ScheduleConfig(name="cosine", warmup_updates=500),
-                             save_every_updates=2000, validate_every_updates=2000)
+        if preset in ("tiny", "tiny_vit"):  # the tiny corpus: 3 batches an epoch, so nothing per epoch
+            return image_tiny(batch=32, lr=1e-3, weight_decay=1e-4, warmup_updates=10, save_every_epochs=0,
+                              validate_every_epochs=0)
+        return image_cosine(max_updates=20_000, batch=256, lr=1e-3, weight_decay=1e-6, warmup_updates=500, every=2000)
 
     def build_model(self) -> SimCLRPretrainModel:
         return SimCLRPretrainModel(self.model_cfg)
@@ -146,7 +137,7 @@ class SimCLRTask(Task):
         manifest = Path(self.cfg.data) / f"{split}.tsv"
         if not manifest.is_file():
             raise FileNotFoundError(f"manifest not found: {manifest} (split {split!r} of task.data)")
-        mean, std = _IMAGENET if self.cfg.normalize == "imagenet" else (None, None)
+        mean, std = pixel_statistics(self.cfg.normalize, self.model_cfg.channels)
         return MultiViewImageDataset(manifest, self._labels(manifest, split), view_augment=self.view_augment,
                                      views=2, augment=True, mean=mean, std=std, channels=self.model_cfg.channels,
                                      seed=self.cfg.seed)

@@ -18,30 +18,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from speechssl.nn.image_backbone import ResNetBackbone, validate_backbone
+from speechssl.nn.image_backbone import ViTBackbone as SharedViTBackbone
+
 __all__ = ["ResNetBackbone", "ViTBackbone", "SlotConConfig", "tiny", "tiny_resnet", "small", "PRESETS"]
 
 
 @dataclass
-class ResNetBackbone:
-    """The ResNet of ``backbone="resnet"`` (:class:`speechssl.nn.resnet.ResNet`)."""
+class ViTBackbone(SharedViTBackbone):
+    """The ViT of ``backbone="vit"``, its patch tokens the dense map."""
 
-    widths: tuple[int, ...] = (64, 128, 256, 512)  # channels of each stage (ResNet-18: 64, 128, 256, 512)
-    depths: tuple[int, ...] = (2, 2, 2, 2)  # basic blocks per stage (ResNet-18: 2, 2, 2, 2)
-    stem: Literal["cifar", "imagenet"] = "cifar"  # cifar: 3x3/1 conv, no max-pool (32-64 px); imagenet: 7x7/2 + pool
-    token_stride: int = 0  # pixels per token side of the hidden states and the dense map (0: the last stage's)
-
-
-@dataclass
-class ViTBackbone:
-    """The ViT of ``backbone="vit"`` (:class:`speechssl.nn.vit.VisionTransformer`, fixed 2-D sin-cos positions)."""
-
-    patch: int = 4  # patch side in pixels; image_size must be a multiple
-    dim: int = 192  # width D
-    ffn_dim: int = 768  # feed-forward inner width
-    layers: int = 12  # transformer layers L
-    heads: int = 3  # attention heads
     cls_token: bool = False  # prepend a class token (SlotCon groups only the patch tokens; it is unused)
-    layer_norm_eps: float = 1e-6  # of every LayerNorm
 
 
 @dataclass
@@ -63,8 +50,6 @@ class SlotConConfig:
 
     def validate(self) -> None:
         """Raise ValueError naming the first field that cannot work."""
-        if self.backbone not in ("vit", "resnet"):
-            raise ValueError(f"model.backbone must be 'vit' or 'resnet', got {self.backbone!r}")
         for name in ("image_size", "channels", "projector_hidden_dim", "projector_dim", "projector_layers",
                      "predictor_hidden_dim", "predictor_layers"):
             if getattr(self, name) < 1:
@@ -73,25 +58,7 @@ class SlotConConfig:
             raise ValueError(f"model.num_prototypes must be >= 2, got {self.num_prototypes}")
         if not self.slot_temperature > 0:
             raise ValueError(f"model.slot_temperature must be > 0, got {self.slot_temperature}")
-        if self.backbone == "resnet":
-            r = self.resnet
-            if not r.widths or len(r.widths) != len(r.depths):
-                raise ValueError(f"model.resnet.widths {list(r.widths)} and model.resnet.depths {list(r.depths)} "
-                                 "need one entry per stage")
-            if min(r.widths) < 1 or min(r.depths) < 1:
-                raise ValueError(f"model.resnet.widths {list(r.widths)} and depths {list(r.depths)} must be >= 1")
-            if r.token_stride < 0:
-                raise ValueError(f"model.resnet.token_stride must be >= 0, got {r.token_stride}")
-        else:
-            v = self.vit
-            for name in ("patch", "dim", "ffn_dim", "layers", "heads"):
-                if getattr(v, name) < 1:
-                    raise ValueError(f"model.vit.{name} must be >= 1, got {getattr(v, name)}")
-            if self.image_size % v.patch:
-                raise ValueError(f"model.image_size ({self.image_size}) must be a multiple of model.vit.patch ({v.patch})")
-            if v.dim % v.heads or v.dim % 4:
-                raise ValueError(f"model.vit.dim ({v.dim}) must be divisible by model.vit.heads ({v.heads}) and by 4 "
-                                 "(2-D sin-cos positions)")
+        validate_backbone(self.backbone, self.image_size, self.resnet, self.vit)
 
 
 def tiny() -> SlotConConfig:

@@ -7,7 +7,8 @@
   dropped), :meth:`~SlotConModel.group` the prototype scores and slots
   (:mod:`speechssl.nn.semantic_grouping`), :meth:`~SlotConModel.slot_masks` every patch's
   prototype ``(B, h, w)``.
-* :class:`TokenMLP` — SlotCon's ``DINOHead`` / ``DINOHead2d``: ``Linear → BN → GELU`` repeated
+* :func:`dino_head` — SlotCon's ``DINOHead`` / ``DINOHead2d`` as an
+  :class:`~speechssl.nn.mlp.MLPHead`: ``Linear → BN → GELU`` repeated
   ``layers - 1`` times, then ``Linear``; weights truncated-normal (std 0.02), biases 0. Over a
   map it runs on every pixel (a 1x1 conv), its BatchNorm over all pixels of the batch (BN2d).
 * :class:`SlotConPretrainModel` — the student (``upstream``), the EMA teacher (``teacher``, a
@@ -29,58 +30,22 @@ from typing import Any, Iterator, Sequence
 import torch
 from torch import nn
 
-from speechssl.nn.resnet import ResNet
+from speechssl.nn.image_backbone import ImageUpstream, build_image_backbone
+from speechssl.nn.mlp import MLPHead
 from speechssl.nn.semantic_grouping import active_slots, argmax_masks, prototype_scores, slot_pool
 from speechssl.nn.view_align import align_to_overlap, overlap_boxes
-from speechssl.nn.vit import VisionTransformer
 from speechssl.upstream.slotcon.config import SlotConConfig
 
-__all__ = ["SlotConModel", "TokenMLP", "SlotConPretrainModel", "build_backbone", "batch_statistics"]
+__all__ = ["SlotConModel", "dino_head", "SlotConPretrainModel", "batch_statistics"]
 
 
-def build_backbone(config: SlotConConfig) -> nn.Module:
-    """The encoder of ``config`` (validated)."""
-    config.validate()
-    c = config
-    if c.backbone == "resnet":
-        r = c.resnet
-        return ResNet(c.image_size, c.channels, r.widths, r.depths, stem=r.stem, token_stride=r.token_stride)
-    v = c.vit
-    return VisionTransformer(c.image_size, v.patch, c.channels, v.dim, v.ffn_dim, v.layers, v.heads,
-                             cls_token=v.cls_token, position="sincos", layer_norm_eps=v.layer_norm_eps)
+def dino_head(in_dim: int, hidden_dim: int, out_dim: int, layers: int) -> MLPHead:
+    """SlotCon's ``DINOHead`` / ``DINOHead2d`` (see the module docstring): ``(N, D)`` → ``(N, P)``."""
+    return MLPHead(in_dim, hidden_dim, out_dim, layers, batch_norm=True, activation="gelu", hidden_bias=True,
+                   init="trunc_normal")
 
 
-class TokenMLP(nn.Module):
-    """``(N, D)`` → ``(N, P)`` (see the module docstring).
-
-    Args:
-        in_dim: ``D``.
-        hidden_dim: width of the hidden layers.
-        out_dim: ``P``.
-        layers: linear layers (>= 1).
-    """
-
-    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, layers: int = 3) -> None:
-        super().__init__()
-        if layers < 1:
-            raise ValueError(f"an MLP head needs >= 1 linear layer, got {layers}")
-        mods: list[nn.Module] = []
-        d = in_dim
-        for _ in range(layers - 1):
-            mods += [nn.Linear(d, hidden_dim), nn.BatchNorm1d(hidden_dim), nn.GELU()]
-            d = hidden_dim
-        mods.append(nn.Linear(d, out_dim))
-        self.net = nn.Sequential(*mods)
-        for m in self.net:
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=0.02)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
-
-
-class SlotConModel(nn.Module):
+class SlotConModel(ImageUpstream):
     """The SlotCon encoder and grouping head as an image upstream (see the module docstring)."""
 
     method = "slotcon"
@@ -88,33 +53,16 @@ class SlotConModel(nn.Module):
     def __init__(self, config: SlotConConfig) -> None:
         super().__init__()
         self.config = config
-        self.backbone = build_backbone(config)
+        config.validate()
         c = config
-        self.projector = TokenMLP(self.hidden_sizes[-1], c.projector_hidden_dim, c.projector_dim, c.projector_layers)
+        self.backbone = build_image_backbone(c.backbone, c.image_size, c.channels, c.resnet, c.vit,
+                                             cls_token=c.vit.cls_token)
+        self.projector = dino_head(self.hidden_sizes[-1], c.projector_hidden_dim, c.projector_dim, c.projector_layers)
         self.prototypes = nn.Embedding(c.num_prototypes, c.projector_dim)  # N(0, 1), as SlotCon's slot_embed
 
     @classmethod
     def from_config(cls, config: SlotConConfig) -> "SlotConModel":
         return cls(config)
-
-    @property
-    def hidden_sizes(self) -> list[int]:
-        """``D`` of each hidden state (ResNet: stem then stages; ViT: ``L + 1`` times ``D``)."""
-        if isinstance(self.backbone, ResNet):
-            return list(self.backbone.hidden_sizes)
-        return [self.config.vit.dim] * (self.config.vit.layers + 1)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self.backbone.input_shape
-
-    @property
-    def patch_grid(self) -> tuple[int, int]:
-        return tuple(self.backbone.patch_grid)  # type: ignore[return-value]
-
-    @property
-    def prefix_tokens(self) -> int:
-        return int(self.backbone.prefix_tokens)
 
     @property
     def num_prototypes(self) -> int:
@@ -177,7 +125,7 @@ class SlotConPretrainModel(nn.Module):
         for p in self.teacher.parameters():
             p.requires_grad_(False)
         c = config
-        self.predictor = TokenMLP(c.projector_dim, c.predictor_hidden_dim, c.projector_dim, c.predictor_layers)
+        self.predictor = dino_head(c.projector_dim, c.predictor_hidden_dim, c.projector_dim, c.predictor_layers)
         self.register_buffer("center", torch.zeros(c.num_prototypes))
 
     def forward(self, views: Sequence[torch.Tensor], crops: torch.Tensor) -> dict[str, Any]:

@@ -38,6 +38,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from speechssl.data.augment import pixel_statistics
 from speechssl.data.image import ImageCollater
 from speechssl.data.image_augment import OverlappingViewsDataset, ViewAugment
 from speechssl.nn.ema import cosine_momentum, ema_update_
@@ -50,7 +51,6 @@ from speechssl.upstream.slotcon.model import SlotConPretrainModel
 __all__ = ["SlotConTaskConfig", "SlotConTask", "slot_contrast"]
 
 _log = logging.getLogger(__name__)
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 @dataclass
@@ -137,10 +137,7 @@ class SlotConTask(Task):
                              f"got {cfg.momentum_updates}")
         if len(cfg.blur_prob) != 2:
             raise ValueError(f"task.blur_prob needs one probability per view (2), got {list(cfg.blur_prob)}")
-        if cfg.normalize not in ("none", "imagenet"):
-            raise ValueError(f"task.normalize must be 'none' or 'imagenet', got {cfg.normalize!r}")
-        if cfg.normalize == "imagenet" and ctx.model.channels != 3:
-            raise ValueError(f"task.normalize=imagenet needs 3 channels, model.channels is {ctx.model.channels}")
+        pixel_statistics(cfg.normalize, ctx.model.channels)  # checked before any work
         ctx.model.validate()
         self.cfg, self.model_cfg = cfg, ctx.model
         self.view_augments = tuple(
@@ -162,18 +159,12 @@ class SlotConTask(Task):
         SlotCon trains with LARS (lr 1.0 per 256 images, weight decay 1e-5, 5 warm-up epochs,
         cosine) at batch 512; at these batch sizes Adam trains as well, with its weight decay.
         """
-        from speechssl.train.config import OptimConfig, ScheduleConfig, TrainerConfig
+        from speechssl.train.presets import image_cosine, image_tiny
 
         if preset in ("tiny", "tiny_resnet"):
-            return TrainerConfig(max_updates=300, max_tokens=32, optim=OptimConfig(lr=1e-3, betas=(0.9, 0.999),
-                                                                                    weight_decay=1e-5),
-                                 schedule=ScheduleConfig(name="cosine", warmup_updates=10),
-                                 save_every_updates=100, validate_every_updates=100, log_every_updates=10,
-                                 save_every_epochs=0, validate_every_epochs=0)
-        return TrainerConfig(max_updates=20_000, max_tokens=256, optim=OptimConfig(lr=1e-3, betas=(0.9, 0.999),
-                                                                                    weight_decay=1e-5),
-                             schedule=ScheduleConfig(name="cosine", warmup_updates=500),
-                             save_every_updates=2000, validate_every_updates=2000)
+            return image_tiny(batch=32, lr=1e-3, weight_decay=1e-5, warmup_updates=10, save_every_epochs=0,
+                              validate_every_epochs=0)
+        return image_cosine(max_updates=20_000, batch=256, lr=1e-3, weight_decay=1e-5, warmup_updates=500, every=2000)
 
     def build_model(self) -> SlotConPretrainModel:
         return SlotConPretrainModel(self.model_cfg)
@@ -186,7 +177,7 @@ class SlotConTask(Task):
         manifest = Path(self.cfg.data) / f"{split}.tsv"
         if not manifest.is_file():
             raise FileNotFoundError(f"manifest not found: {manifest} (split {split!r} of task.data)")
-        mean, std = _IMAGENET if self.cfg.normalize == "imagenet" else (None, None)
+        mean, std = pixel_statistics(self.cfg.normalize, self.model_cfg.channels)
         return OverlappingViewsDataset(manifest, view_augments=self.view_augments, condition_overlap=True,
                                        min_overlap=self.cfg.min_overlap, augment=True, mean=mean, std=std,
                                        channels=self.model_cfg.channels, seed=self.cfg.seed)

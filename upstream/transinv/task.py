@@ -60,7 +60,7 @@ from torch.nn import functional as F
 
 from speechssl.cluster import fit_kmeans
 from speechssl.cluster.model import KMeansModel
-from speechssl.data.augment import normalize, randint
+from speechssl.data.augment import normalize, pixel_statistics, randint
 from speechssl.data.image import ImageDataset, stack_same
 from speechssl.data.image_augment import ViewAugment
 from speechssl.data.manifest import Manifest
@@ -73,8 +73,6 @@ from speechssl.upstream.transinv.model import TransInvPretrainModel
 __all__ = ["TransInvTaskConfig", "TransInvTask", "TripletImageDataset"]
 
 _log = logging.getLogger(__name__)
-
-_IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
 @dataclass
@@ -185,10 +183,7 @@ class TransInvTask(Task):
             raise ValueError(f"task.hard_negatives must be >= 0, got {cfg.hard_negatives}")
         if cfg.feature_batch_size < 1:
             raise ValueError(f"task.feature_batch_size must be >= 1, got {cfg.feature_batch_size}")
-        if cfg.normalize not in ("none", "imagenet"):
-            raise ValueError(f"task.normalize must be 'none' or 'imagenet', got {cfg.normalize!r}")
-        if cfg.normalize == "imagenet" and ctx.model.channels != 3:
-            raise ValueError(f"task.normalize=imagenet needs 3 channels, model.channels is {ctx.model.channels}")
+        pixel_statistics(cfg.normalize, ctx.model.channels)  # checked before any work
         ctx.model.validate()
         self.cfg, self.model_cfg = cfg, ctx.model
         self.batch_coupled = cfg.hard_negatives > 0
@@ -216,18 +211,12 @@ class TransInvTask(Task):
     def trainer_preset(cls, preset: str) -> Any:
         """tiny: Adam 1e-3, 32 triplets a batch, 300 updates (validated and saved every 100); small: Adam 1e-3,
         256 triplets, 20k updates. (The paper trained VGG16 with SGD; Adam trains these small ResNets as well.)"""
-        from speechssl.train.config import OptimConfig, ScheduleConfig, TrainerConfig
+        from speechssl.train.presets import image_cosine, image_tiny
 
-        if preset == "tiny":
-            return TrainerConfig(max_updates=300, max_tokens=32, optim=OptimConfig(lr=1e-3, betas=(0.9, 0.999),
-                                                                                    weight_decay=1e-4),
-                                 schedule=ScheduleConfig(name="cosine", warmup_updates=10),
-                                 save_every_updates=100, validate_every_updates=100, log_every_updates=10,
-                                 save_every_epochs=0, validate_every_epochs=0)  # the tiny corpus: 3 batches an epoch
-        return TrainerConfig(max_updates=20_000, max_tokens=256, optim=OptimConfig(lr=1e-3, betas=(0.9, 0.999),
-                                                                                    weight_decay=1e-6),
-                             schedule=ScheduleConfig(name="cosine", warmup_updates=500),
-                             save_every_updates=2000, validate_every_updates=2000)
+        if preset == "tiny":  # the tiny corpus: 3 batches an epoch, so nothing per epoch
+            return image_tiny(batch=32, lr=1e-3, weight_decay=1e-4, warmup_updates=10, save_every_epochs=0,
+                              validate_every_epochs=0)
+        return image_cosine(max_updates=20_000, batch=256, lr=1e-3, weight_decay=1e-6, warmup_updates=500, every=2000)
 
     def build_model(self) -> TransInvPretrainModel:
         self._model = TransInvPretrainModel(self.model_cfg)
@@ -330,7 +319,7 @@ class TransInvTask(Task):
     # --- data -----------------------------------------------------------------------------------
 
     def dataset(self, split: str) -> TripletImageDataset:
-        mean, std = _IMAGENET if self.cfg.normalize == "imagenet" else (None, None)
+        mean, std = pixel_statistics(self.cfg.normalize, self.model_cfg.channels)
         ds = TripletImageDataset(self._manifest(split), graph=lambda: self.graph(split), kinds=self.cfg.positives,
                                  anchor_augment=self.anchor_augment, view_augment=self.view_augment,
                                  on_epoch=self._on_fit_epoch if split == self.cfg.fit_split else None,

@@ -43,8 +43,9 @@ from torch import nn
 
 from speechssl.nn.diffusion import NoiseSchedule, TimestepEmbedding
 from speechssl.nn.token_masking import keep_count, random_masking, restore_tokens
+from speechssl.nn.image_backbone import ImageUpstream, masked_image_vit
 from speechssl.nn.transformer import TransformerEncoder
-from speechssl.nn.vit import VisionTransformer, init_vit_weights, patchify, sincos_2d_table
+from speechssl.nn.vit import init_vit_weights, patchify, sincos_2d_table
 from speechssl.upstream.umd.config import UMDConfig
 
 __all__ = ["UMDModel", "UMDPretrainModel", "UMDOutput", "to_diffusion_range"]
@@ -55,43 +56,23 @@ def to_diffusion_range(images: torch.Tensor) -> torch.Tensor:
     return images.float() * 2.0 - 1.0
 
 
-class UMDModel(nn.Module):
+class UMDModel(ImageUpstream):
     """The UMD encoder as an upstream (see the module docstring)."""
 
     method = "umd"
+    encoder_attr = "vit"
 
     def __init__(self, config: UMDConfig) -> None:
         super().__init__()
         config.validate()
         self.config = config
-        c = config
-        self.vit = VisionTransformer(c.image_size, c.patch, c.channels, c.dim, c.ffn_dim, c.layers, c.heads,
-                                     cls_token=True, position="sincos", position_order="wh",
-                                     layer_norm_eps=c.layer_norm_eps, dropout=c.dropout,
-                                     attention_dropout=c.attention_dropout)
-        self.time_embed = TimestepEmbedding(c.dim, 2 * c.dim, c.dim)
+        self.vit = masked_image_vit(config)
+        self.time_embed = TimestepEmbedding(config.dim, 2 * config.dim, config.dim)
         init_vit_weights(self.time_embed)
 
     @classmethod
     def from_config(cls, config: UMDConfig) -> "UMDModel":
         return cls(config)
-
-    @property
-    def hidden_sizes(self) -> list[int]:
-        """Width of each hidden state: ``L + 1`` times ``D``."""
-        return [self.config.dim] * (self.config.layers + 1)
-
-    @property
-    def input_shape(self) -> tuple[int, int, int]:
-        return self.vit.input_shape
-
-    @property
-    def patch_grid(self) -> tuple[int, int]:
-        return self.vit.patch_grid
-
-    @property
-    def prefix_tokens(self) -> int:
-        return self.vit.prefix_tokens
 
     def encode(self, patches: torch.Tensor, step: torch.Tensor) -> list[torch.Tensor]:
         """``patches (B, K, D)`` (embedded, with positions) at timestep index ``step (B,)`` → ``[h_0 .. h_L]``,

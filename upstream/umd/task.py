@@ -175,16 +175,13 @@ class UMDTask(Task):
     @classmethod
     def trainer_preset(cls, preset: str) -> Any:
         """tiny: short CPU run (AdamW 1.5e-3, 16 images a batch); small: longer, 32 a batch; both clip at 1.0 (UMD)."""
-        from speechssl.train.config import OptimConfig, ScheduleConfig, TrainerConfig
+        from speechssl.train.presets import image_cosine, image_tiny
 
-        optim = OptimConfig(lr=1.5e-3, betas=(0.9, 0.95), weight_decay=0.05, clip_norm=1.0)
         if preset == "tiny":
-            return TrainerConfig(max_updates=300, max_tokens=16, optim=optim,
-                                 schedule=ScheduleConfig(name="cosine", warmup_updates=20),
-                                 save_every_updates=100, validate_every_updates=100, log_every_updates=10)
-        return TrainerConfig(max_updates=3000, max_tokens=32, optim=optim,
-                             schedule=ScheduleConfig(name="cosine", warmup_updates=150),
-                             save_every_updates=500, validate_every_updates=500, log_every_updates=50)
+            return image_tiny(batch=16, lr=1.5e-3, betas=(0.9, 0.95), weight_decay=0.05, clip_norm=1.0,
+                              warmup_updates=20)
+        return image_cosine(max_updates=3000, batch=32, lr=1.5e-3, betas=(0.9, 0.95), weight_decay=0.05, clip_norm=1.0,
+                            warmup_updates=150, every=500, log_every_updates=50)
 
     def build_model(self) -> UMDPretrainModel:
         c = self.cfg

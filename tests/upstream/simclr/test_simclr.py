@@ -15,7 +15,6 @@ from speechssl.nn.losses import nt_xent
 from speechssl.train.task import PretrainContext
 from speechssl.upstream.simclr import METHOD, SimCLRModel, SimCLRTask, SimCLRTaskConfig
 from speechssl.upstream.simclr.config import tiny, tiny_vit
-from speechssl.upstream.simclr.model import ProjectionHead
 from speechssl.upstream.simclr.pseudo_labels import pooled_image_features, write_pseudo_labels
 from speechssl.upstream.simclr.task import PSEUDO_KEY
 
@@ -92,17 +91,6 @@ def test_representation_is_the_pooled_last_state():
         out = vm(x)
         assert vm.prefix_tokens == 0 and out["last_hidden_state"].shape == (2, 64, 64)
         torch.testing.assert_close(vm.represent(x), out["last_hidden_state"].mean(1))
-
-
-def test_projection_heads():
-    v1 = ProjectionHead(8, 16, 4, layers=2, batch_norm=False)
-    assert [type(m).__name__ for m in v1.net] == ["Linear", "ReLU", "Linear"] and v1.net[0].bias is not None
-    v2 = ProjectionHead(8, 16, 4, layers=3, batch_norm=True)
-    assert [type(m).__name__ for m in v2.net] == ["Linear", "BatchNorm1d", "ReLU", "Linear", "BatchNorm1d", "ReLU",
-                                                  "Linear"]
-    assert v2(torch.randn(5, 8)).shape == (5, 4)
-    with pytest.raises(ValueError, match=">= 1 linear layer"):
-        ProjectionHead(8, 16, 4, layers=0)
 
 
 def test_vit_backbone_trains_through_the_task(task_cfg):
