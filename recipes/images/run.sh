@@ -6,7 +6,7 @@
 #   bash recipes/images/run.sh [--methods mae,cae,simclr] [--preset tiny|small]
 #                              [--corpus-preset tiny|small] [--corpus-seed N] [--exp-dir DIR]
 #                              [--probes "shape colour count digits roads objects"] [--seeds "1"]
-#                              [--random-init mae@tiny] [--ds-override KEY=VALUE ...]
+#                              [--random-init mae@tiny] [--pixels yes|no] [--ds-override KEY=VALUE ...]
 #                              [--stage N] [--stop-stage M] [-- KEY=VALUE ...]
 #
 #   --methods    comma-separated image methods to pretrain (`speechssl pretrain --help` lists
@@ -25,7 +25,9 @@
 #                differ in width (a ResNet, e.g. simclr's) is probed on its last one (-l -1)
 #   --random-init METHOD@PRESET  the randomly initialised backbone of the random baseline
 #                (-u random:METHOD@PRESET, reported as random-METHOD; default mae@tiny); "none"
-#                leaves it out. Raw pixels (-u pixels) always run.
+#                leaves it out.
+#   --pixels     yes (default): the raw-pixel baseline (-u pixels) runs too; no: leaves it out
+#                (an ablation whose baselines another experiment directory already has)
 #   --seeds      probe seeds (runner --seed; the report shows mean +- std over them)
 #   --ds-override KEY=VALUE  runner override for every probe (repeatable), e.g.
 #                --ds-override trainer.max_updates=200 (image_seg's head training)
@@ -64,6 +66,7 @@ exp_dir=
 probes="shape colour count digits roads objects"
 seeds="1"
 random_init=mae@tiny
+pixels=yes
 ds_override=()
 parse_options "$@"
 pretrain_overrides=("${extra_args[@]+"${extra_args[@]}"}")
@@ -79,6 +82,10 @@ case "$corpus_preset" in
 esac
 [[ $methods =~ ^[a-z0-9_]+(,[a-z0-9_]+)*$ ]] || die "--methods must be method names separated by commas, got '$methods'"
 [[ $seeds =~ ^[0-9]+( [0-9]+)*$ ]] || die "--seeds must be non-negative integers separated by spaces, got '$seeds'"
+case "$pixels" in
+  yes|no) ;;
+  *) die "--pixels must be yes or no, got '$pixels'" ;;
+esac
 [ "$random_init" = none ] || [[ $random_init =~ ^[a-z0-9_]+@[a-z0-9_]+$ ]] \
   || die "--random-init must be METHOD@PRESET (e.g. mae@tiny) or none, got '$random_init'"
 for p in $probes; do
@@ -103,7 +110,7 @@ upstreams=()
 for m in "${method_list[@]}"; do
   upstreams+=("$m=$exp_dir/models/$m")
 done
-upstreams+=("pixels=pixels")
+[ "$pixels" = no ] || upstreams+=("pixels=pixels")
 [ "$random_init" = none ] || upstreams+=("random-${random_init%@*}=random:$random_init")
 
 # probe_args PROBE: the runner's -d and -o for a probe
@@ -204,7 +211,7 @@ for p in $probes; do
     done
   done
 done
-if run_stage 3 --opt probes seeds random_init preset ds_override --in "${models[@]}" "$corpus/scenes/train.tsv" \
+if run_stage 3 --opt probes seeds random_init pixels preset ds_override --in "${models[@]}" "$corpus/scenes/train.tsv" \
     "$corpus/roads/train.tsv" "$corpus/digits/train.tsv" --out "${results[@]}"; then
   o_args=()
   for o in "${ds_override[@]+"${ds_override[@]}"}"; do
@@ -260,7 +267,7 @@ if run_stage 4 --in "${results[@]}" --out "$exp_dir/report/report.md"; then
     speechssl downstream report "$exp_dir/probes/$p" --out "$exp_dir/report/$p"
   done
   {
-    echo "# Image probes: $methods ($preset) next to raw pixels and a random-init backbone"
+    echo "# Image probes: $methods ($preset)$([ "$pixels" = no ] || echo " next to raw pixels")$([ "$random_init" = none ] || echo " and a random-init backbone")"
     echo
     echo "Corpus: $corpus ($corpus_preset, seed $corpus_seed); seeds: $seeds."
     for p in $probes; do

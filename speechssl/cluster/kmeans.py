@@ -10,20 +10,26 @@ The fit runs in two phases, so that most Lloyd iterations are paid at a fraction
    keeps the best of its ``n_init`` seedings by inertia) and only it runs Lloyd, on the
    subset and then on the whole sample, each to a relative inertia change of ``tol / 10``.
    When the sample is every row, this phase *is* the fit.
-2. **Lloyd on all rows** from the winner: full passes in chunks of rows, never
-   materialising the ``N x K`` distance matrix. Distances are ``||x||^2 - 2 x.c + ||c||^2``
-   through one float32 GEMM per chunk followed by a row minimum; sums (float32 partials over
-   at most ``_FLUSH_ROWS`` rows), counts and inertia are accumulated in float64; after the
-   first pass only rows that changed cluster update the sums (each rank keeps its rows'
-   labels, 4 bytes a row, against ``4 D`` bytes of features). A cluster
-   that ends up empty is re-seeded with the point farthest from its centroid (as sklearn
-   does). It stops when the relative change of inertia is at most ``tol`` or after
-   ``max_iter`` updates; the returned centroids are always the ones whose inertia was
-   measured.
+2. **Lloyd on the fitting rows** from the winner: every row when there are at most
+   ``fit_size`` (:func:`default_fit_size`, 2048 per cluster), else a uniform sample of
+   ``fit_size`` rows, as faiss trains on at most 256 rows per centroid and fairseq's HuBERT
+   recipe clusters a percentage of the frames: beyond ~2000 rows a cluster, more rows move
+   the centroids by less than Lloyd's stopping tolerance, and every pass costs in proportion to
+   the rows. (With a sample, every row is still read once to reject NaN/inf.) Full passes in
+   chunks of rows never materialise the ``N x K`` distance matrix. Distances are
+   ``||x||^2 - 2 x.c + ||c||^2`` through one float32 GEMM per chunk, laid out ``(K, rows)``
+   so that the minimum over ``K`` vectorises along the rows
+   (:func:`~speechssl.cluster.model.nearest_centroid`); sums (float32 partials over at most
+   ``_FLUSH_ROWS`` rows), counts and inertia are accumulated in float64; after the first pass
+   only rows that changed cluster update the sums (each rank keeps its rows' labels, 4 bytes
+   a row, against ``4 D`` bytes of features). A cluster that ends up empty is re-seeded with
+   the point farthest from its centroid (as sklearn does). It stops when the relative change
+   of inertia is at most ``tol`` or after ``max_iter`` updates; the returned centroids are
+   always the ones whose inertia was measured, over the fitting rows.
 
 The data may be a tensor, a numpy array or a :class:`~speechssl.cluster.rows.Rows` over
 memmapped shards (read chunk by chunk on every pass, so it may exceed memory). Under
-``torch.distributed`` (e.g. ``torchrun``) every rank passes its own rows; the sample is
+``torch.distributed`` (e.g. ``torchrun``) every rank passes its own rows; the samples are
 gathered, initialised on rank 0 and broadcast, and each pass all-reduces sums, counts and
 inertia, so all ranks end with the centroids a single process would find on the rows of
 rank 0, then rank 1, ... concatenated (up to float rounding).
@@ -41,16 +47,17 @@ from speechssl.cluster.model import KMeansModel, default_chunk_rows, nearest_cen
 from speechssl.cluster.rows import Rows, sample_rows
 from speechssl.log import progress_bar
 
-__all__ = ["fit_kmeans", "kmeans_plusplus", "default_init_size", "default_seed_size", "default_n_init",
-           "fit_chunk_rows"]
+__all__ = ["fit_kmeans", "kmeans_plusplus", "default_init_size", "default_seed_size", "default_fit_size",
+           "default_n_init", "fit_chunk_rows"]
 
 _log = logging.getLogger(__name__)
 
 # Rows per float32 partial sum before it is added to the float64 total: bounds the float32
 # accumulation error of a centroid sum to ~_FLUSH_ROWS ulps in the worst case.
 _FLUSH_ROWS = 4096
-# The sample stages run to tol * _SAMPLE_TOL (0.5 instead of 0.1 cost 0.2-0.9% inertia on the
-# quickstart's MFCCs and layer features, for 2-3x fewer sample iterations).
+# The sample stages run to tol * _SAMPLE_TOL. Iterations there cost a fifth of a pass over the
+# fitting rows, and converging them deeply is what reaches sklearn's inertia on speech
+# features: 0.5 instead of 0.1 halved them but ended 0.5% above sklearn on 694k MFCC frames.
 _SAMPLE_TOL = 0.1
 
 
@@ -66,6 +73,16 @@ def default_seed_size(n_clusters: int) -> int:
     (measured at K=500: 5% higher final inertia seeding on 10 rows per cluster than on 60).
     """
     return max(5000, 60 * n_clusters)
+
+
+def default_fit_size(n_clusters: int) -> int:
+    """Rows of the final Lloyd stage when ``fit_size`` is not given: ``max(2048 K, init size)``.
+
+    At 2048 rows a cluster the sampling error of a centroid is ~1/2048 of the cluster's
+    variance, below the default ``tol``: on 694k MFCC frames (K=50) centroids fitted on a
+    102k-row sample and on every row differ in inertia by less than 0.1%.
+    """
+    return max(2048 * n_clusters, default_init_size(n_clusters))
 
 
 def default_n_init(n_clusters: int, dim: int) -> int:
@@ -426,6 +443,7 @@ def fit_kmeans(
     n_init: int | None = None,
     init: Literal["k-means++", "random"] | torch.Tensor = "k-means++",
     init_size: int | None = None,
+    fit_size: int | None = None,
     seed: int = 0,
     device: torch.device | str | None = None,
     chunk_rows: int | None = None,
@@ -440,16 +458,17 @@ def fit_kmeans(
             :class:`Rows` over several shards. Under ``torch.distributed``, this rank's rows.
         n_clusters: K.
         max_iter: maximum Lloyd updates per phase (sample phase, then full data).
-        tol: stop the full-data phase when ``|inertia_prev - inertia| / inertia <= tol``
-            (the sample stages use ``tol / 10``). The default
-            stops once a full pass gains less than 0.2%; ``1e-4`` runs Lloyd nearly to
-            convergence for ~0.3% lower inertia at ~3x the time.
+        tol: stop the final phase when ``|inertia_prev - inertia| / inertia <= tol`` (the
+            sample stages use ``tol / 10``). The default stops once a pass gains less than
+            0.2%; ``1e-4`` runs Lloyd nearly to convergence for ~0.3% lower inertia at ~3x the time.
         n_init: k-means++ seedings run side by side on the seeding subset; the one with the
             lowest potential runs Lloyd (for ``init="random"``: restarts with Lloyd each, the
             lowest sample inertia wins). Default :func:`default_n_init`.
         init: ``"k-means++"`` (greedy), ``"random"`` (K distinct sample rows), or a ``(K, D)``
             tensor of initial centroids (then the sample phase is skipped).
         init_size: rows of the initialisation sample (default :func:`default_init_size`).
+        fit_size: rows of the final phase: every row when there are at most this many, else
+            a uniform sample of this many (default :func:`default_fit_size`); ``0``: every row.
         seed: seeds every random draw (sample, seeding); same seed, same centroids.
         device: where to compute (default: the device of ``data`` if a tensor, else CPU).
         chunk_rows: rows per chunk (default: ``(rows, K)`` float32 blocks of ~8 MiB).
@@ -458,7 +477,8 @@ def fit_kmeans(
         progress: show tqdm bars (rank 0 only).
 
     Returns:
-        The fitted :class:`KMeansModel` (identical on every rank).
+        The fitted :class:`KMeansModel` (identical on every rank); its ``inertia`` and
+        ``n_samples`` are those of the fitting rows.
 
     Raises:
         ValueError: no rows, ``n_clusters`` outside ``[1, N]``, NaN/inf rows (named), bad
@@ -469,8 +489,9 @@ def fit_kmeans(
     if device is None:
         device = data.device if isinstance(data, torch.Tensor) else torch.device("cpu")
     device = torch.device(device)
-    if max_iter < 0 or (n_init is not None and n_init < 1) or tol < 0:
-        raise ValueError(f"need max_iter >= 0, n_init >= 1 and tol >= 0; got {max_iter}, {n_init}, {tol}")
+    if max_iter < 0 or (n_init is not None and n_init < 1) or tol < 0 or (fit_size is not None and fit_size < 0):
+        raise ValueError(f"need max_iter >= 0, n_init >= 1, tol >= 0 and fit_size >= 0; got {max_iter}, {n_init}, "
+                         f"{tol}, {fit_size}")
     counts = comm.all_gather(torch.tensor([[rows.num_rows, rows.dim]], dtype=torch.int64))
     n_total = int(counts[:, 0].sum())
     dims = {int(d) for n, d in counts.tolist() if n > 0}
@@ -503,12 +524,19 @@ def fit_kmeans(
     else:
         raise ValueError(f"init must be 'k-means++', 'random' or a (K, D) tensor, got {init!r}")
 
+    fit_size = default_fit_size(n_clusters) if fit_size is None else fit_size
+    n_fit = n_total if fit_size == 0 else min(n_total, max(fit_size, n_clusters))
     if sample_is_all:
         # The sample was every row: phase 1 already ran Lloyd on the full data.
         inertia, n_iter, converged, n_empty = sample_inertia
     else:
         shift = centroids.double().mean(dim=0)  # identical on every rank
-        passes = _Passes(rows, comm, device, chunk_rows, offset, shift, check_finite)
+        fit_rows, fit_offset = rows, offset
+        if n_fit < n_total:
+            if check_finite:
+                _check_all_finite(rows, comm, device, chunk_rows)
+            fit_rows, fit_offset = _sample_as_rows(rows, comm, device, n_total, n_fit, offset, g)
+        passes = _Passes(fit_rows, comm, device, chunk_rows, fit_offset, shift, check_finite and n_fit == n_total)
         centroids, inertia, n_iter, converged, n_empty = _lloyd(
             passes, centroids, max_iter=max_iter, tol=tol, desc="k-means", progress=progress)
     if n_empty:
@@ -517,10 +545,36 @@ def fit_kmeans(
     if not converged:
         _log.warning("k-means stopped after max_iter=%d updates before the relative inertia change "
                      "reached tol=%g", max_iter, tol)
-    _log.info("k-means: K=%d on %d x %d rows, inertia %.6g (%.6g per row), %d updates%s",
-              n_clusters, n_total, dim, inertia, inertia / n_total, n_iter, "" if converged else " (not converged)")
-    return KMeansModel(centroids=centroids, inertia=inertia, n_samples=n_total, n_iter=n_iter,
+    n_fitted = n_total if sample_is_all else n_fit
+    _log.info("k-means: K=%d on %s x %d rows, inertia %.6g (%.6g per row), %d updates%s",
+              n_clusters, f"{n_fitted}" if n_fitted == n_total else f"a sample of {n_fitted} of {n_total}", dim,
+              inertia, inertia / n_fitted, n_iter, "" if converged else " (not converged)")
+    return KMeansModel(centroids=centroids, inertia=inertia, n_samples=n_fitted, n_iter=n_iter,
                        converged=converged, seed=seed, feature=feature)
+
+
+def _check_all_finite(rows: Rows, comm: _Comm, device: torch.device, chunk_rows: int) -> None:
+    """Read every row once and raise (on every rank together) if one holds NaN or inf."""
+    error = None
+    try:
+        for _ in rows.chunks(max(chunk_rows, 1 << 15), device, check_finite=True):
+            pass
+    except ValueError as exc:
+        error = str(exc)
+    if float(comm.all_reduce(torch.tensor([0.0 if error is None else 1.0], dtype=torch.float64))[0]) > 0:
+        raise ValueError(error or "another process found NaN or inf in its features (see its error)")
+
+
+def _sample_as_rows(rows: Rows, comm: _Comm, device: torch.device, n_total: int, m: int, offset: int,
+                    g: torch.Generator) -> tuple[Rows, int]:
+    """This rank's share of a uniform ``m``-row sample of all ranks' rows, and its offset in the sample."""
+    picked = sample_rows(n_total, m, g)
+    mine = picked[(picked >= offset) & (picked < offset + rows.num_rows)] - offset
+    local = rows.gather(mine, device)
+    if local.shape[1] != rows.dim:  # a rank without rows
+        local = local.new_zeros(0, rows.dim)
+    before = int(np.searchsorted(picked, offset))  # sampled rows of the lower ranks
+    return Rows([local], names=[f"the {m}-row fitting sample"]), before
 
 
 def _init_on_sample(

@@ -16,7 +16,7 @@ import torch
 from speechssl.atomic import atomic_write_bytes
 from speechssl.cluster.rows import Rows
 
-__all__ = ["KMeansModel", "default_chunk_rows", "nearest_centroid", "row_min", "squared_distances"]
+__all__ = ["KMeansModel", "default_chunk_rows", "nearest_centroid", "row_min", "col_min", "squared_distances"]
 
 _FORMAT = "speechssl-kmeans"
 _FORMAT_VERSION = "1"
@@ -64,10 +64,43 @@ def row_min(d: torch.Tensor, *, inplace: bool = False) -> tuple[torch.Tensor, to
     return v, idx
 
 
+def col_min(d: torch.Tensor, *, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimum of each column of a ``(K, N)`` float matrix and its first index: ``d.min(dim=0)``.
+
+    :func:`row_min` for the transposed layout, which is the faster one on CPU: ``amin`` over
+    dim 0 and the sign trick then run along contiguous columns, so every step vectorises
+    across ``N`` (about half the time of the row layout at K=50-100). One ``(2, K) @ (K, N)``
+    product gives each column's index sum and count of non-minima. Other devices use ``min``.
+
+    Args:
+        d: ``(K, N)`` distances.
+        inplace: allowed to overwrite ``d``.
+
+    Returns:
+        ``(values (N,), indices (N,) int64)``.
+    """
+    k, n = d.shape
+    if d.device.type != "cpu" or k > _ROW_MIN_MAX_K or n == 0 or d.dtype != torch.float32:
+        return d.min(dim=0)
+    v = d.amin(dim=0)
+    z = (d.sub_(v) if inplace else d - v).sign_()  # (K, N): 0 at the minimum, else 1
+    weights = torch.stack([torch.arange(k, dtype=d.dtype), torch.ones(k, dtype=d.dtype)])  # (2, K)
+    sums = weights @ z  # (2, N): sum of the non-minimum indices, number of non-minima
+    idx = (k * (k - 1) / 2 - sums[0]).round_().long()
+    ties = (sums[1] < k - 1.5).nonzero().squeeze(1)
+    if ties.numel():
+        idx[ties] = z[:, ties].argmin(dim=0)
+    return v, idx
+
+
 def nearest_centroid(
     x: torch.Tensor, centroids: torch.Tensor, bias: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nearest centroid of each row, through one float32 GEMM and a row minimum.
+    """Nearest centroid of each row, through one float32 GEMM and a minimum.
+
+    The ``(K, N)`` block ``bias - 2 c.x`` is formed as ``(-2 c) @ x.T`` plus ``bias`` (the
+    factor is exact in floating point) and reduced over ``K`` by :func:`col_min`; on other
+    devices the ``(N, K)`` block and ``min``.
 
     Args:
         x: ``(N, D)`` float32 rows.
@@ -81,7 +114,10 @@ def nearest_centroid(
     """
     if bias is None:
         bias = centroids.pow(2).sum(dim=1)
-    return row_min(torch.addmm(bias, x, centroids.T, alpha=-2.0), inplace=True)  # (N, K) -> (N,), (N,)
+    if x.device.type != "cpu":
+        return torch.addmm(bias, x, centroids.T, alpha=-2.0).min(dim=1)  # (N, K) -> (N,), (N,)
+    d = torch.mm(centroids.mul(-2.0), x.T).add_(bias[:, None])  # (K, N)
+    return col_min(d, inplace=True)
 
 
 def squared_distances(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -161,14 +197,15 @@ class KMeansModel:
         device = x.device if isinstance(x, torch.Tensor) else self.centroids.device
         c = self.centroids.to(device)
         c_sq = c.pow(2).sum(dim=1)
+        c2 = c.mul(-2.0)  # exact: d = c_sq - 2 c.x without addmm's broadcast copy of the bias
         c_sq_max = float(c_sq.max())
         out = torch.empty(rows.num_rows, dtype=torch.int64, device=device)
         for start, xb in rows.chunks(chunk_rows or default_chunk_rows(self.n_clusters), device, check_finite=True):
-            d = torch.addmm(c_sq, xb, c.T, alpha=-2.0)  # (n, K)
-            best, labels = row_min(d)
+            d = torch.mm(c2, xb.T).add_(c_sq[:, None])  # (K, n)
+            best, labels = col_min(d)
             if exact and self.n_clusters > 1:
-                d.scatter_(1, labels[:, None], math.inf)
-                gap = d.amin(dim=1) - best
+                d.scatter_(0, labels[None, :], math.inf)
+                gap = d.amin(dim=0) - best
                 # Worst-case error of a length-D float32 dot product is ~D*u*|x||c|, and
                 # |x||c| <= (|x|^2 + |c|^2) / 2; a gap below twice that may be a rounding artefact.
                 bound = 2.0 * self.dim * _U32 * (xb.pow(2).sum(dim=1) + c_sq_max) + 1e-30

@@ -164,6 +164,8 @@ class Rows:
 
     def check_finite(self, x: torch.Tensor, start: int) -> None:
         """Raise if chunk ``x`` (global rows from ``start``) holds NaN or inf, naming the first bad row."""
+        if x.numel() and bool(torch.isfinite(x.sum())):
+            return  # NaN and inf propagate into the sum (~10x cheaper than isfinite); an overflow checks exactly
         bad = ~torch.isfinite(x).all(dim=1)
         if bool(bad.any()):
             first = start + int(bad.nonzero()[0, 0])

@@ -187,3 +187,26 @@ def test_seedings_side_by_side_return_the_lowest_potential() -> None:
                        n_seedings=1)[0][0]
     assert torch.equal(kmeans_plusplus(x, 20, generator=torch.Generator().manual_seed(0))[1], single)
     assert default_n_init(100, 39) == 4 and default_n_init(500, 768) == 1
+
+
+def test_fit_sample_beyond_fit_size_keeps_the_inertia() -> None:
+    """Past ``fit_size`` rows the last phase runs on a uniform sample: same quality, fewer rows read per pass."""
+    x = _blobs(n=60000, d=8, centers=12, seed=3)
+    k = 12
+    full = fit_kmeans(x, k, seed=0, fit_size=0, init_size=2000)
+    sampled = fit_kmeans(x, k, seed=0, fit_size=12000, init_size=2000)
+    assert full.n_samples == 60000 and sampled.n_samples == 12000
+    # the stored inertia is over the fitting sample: about a fifth of the full data's
+    assert sampled.inertia == pytest.approx(sampled.inertia_of(x) * 12000 / 60000, rel=0.05)
+    assert sampled.inertia_of(x) <= full.inertia_of(x) * 1.002
+    ref = KMeans(n_clusters=k, algorithm="lloyd", n_init=3, random_state=0).fit(x)
+    assert sampled.inertia_of(x) <= ref.inertia_ * 1.002
+
+
+def test_nan_outside_the_fit_sample_is_still_named() -> None:
+    x = _blobs(n=5000, d=3)
+    x[4321, 2] = np.inf
+    with pytest.raises(ValueError, match="row 4321 of input"):
+        fit_kmeans(x, 3, init_size=100, fit_size=200, seed=0)
+    with pytest.raises(ValueError, match="fit_size >= 0"):
+        fit_kmeans(x, 3, fit_size=-1)

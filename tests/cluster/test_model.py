@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from speechssl.cluster import KMeansModel
-from speechssl.cluster.model import row_min, squared_distances
+from speechssl.cluster.model import col_min, nearest_centroid, row_min, squared_distances
 
 
 def _brute_force(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
@@ -95,3 +95,26 @@ def test_load_rejects_other_files(tmp_path) -> None:
     save_file({"weight": torch.zeros(2, 2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(ValueError, match="no 'centroids' tensor"):
         KMeansModel.load(tmp_path / "other.safetensors")
+
+
+@pytest.mark.parametrize("k", [1, 2, 100, 500, 5000])
+def test_col_min_equals_first_minimum_including_ties(k: int) -> None:
+    g = torch.Generator().manual_seed(k)
+    d = torch.randn(k, 700, generator=g)
+    d[k // 3, 5] = d[k - 1, 5] = d[:, 5].min() - 1.0  # a tie: the first index wins
+    d[:, 9] = 0.25  # a column of equal values
+    want_v = d.amin(dim=0)
+    want_i = torch.tensor([int((col == col.min()).nonzero()[0]) for col in d.T])
+    for inplace in (False, True):
+        v, i = col_min(d.clone(), inplace=inplace)
+        assert torch.equal(v, want_v) and torch.equal(i, want_i)
+
+
+def test_nearest_centroid_equals_brute_force() -> None:
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3000, 39, generator=g) * 2 + 5
+    c = torch.randn(100, 39, generator=g) * 2 + 5
+    shifted, labels = nearest_centroid(x, c)
+    assert torch.equal(labels, _brute_force(x, c))
+    exact = squared_distances(x.double(), c.double()).min(dim=1).values - x.double().pow(2).sum(1)
+    torch.testing.assert_close(shifted.double(), exact, rtol=0, atol=2e-3)

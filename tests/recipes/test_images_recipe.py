@@ -72,6 +72,7 @@ def test_bad_options_fail_with_a_message(tmp_path: Path) -> None:
                           (["--methods", "mae cae"], "--methods must be method names separated by commas"),
                           (["--probes", "shape texture"], "unknown probe 'texture'"),
                           (["--random-init", "mae"], "--random-init must be METHOD@PRESET"),
+                          (["--pixels", "maybe"], "--pixels must be yes or no"),
                           (["--seeds", "1,2"], "--seeds must be non-negative integers"),
                           (["--ds-override", "oops"], "must be KEY=VALUE, got 'oops'"),
                           (["--", "oops"], "must be KEY=VALUE, got 'oops'")):
@@ -144,6 +145,18 @@ def test_adding_a_method_pretrains_and_probes_only_it(tmp_path: Path) -> None:
     r = _run(*base, "--methods", "mae,mixedae", "--stage", "3", cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr
     assert sum(line.startswith("downstream -m train") for line in calls.read_text().splitlines()[n:]) == 2 * 3 * 2
+
+
+def test_pixels_no_leaves_out_the_pixel_baseline(tmp_path: Path) -> None:
+    env, calls = _fake(tmp_path)
+    exp = tmp_path / "exp"
+    r = _run("--exp-dir", str(exp), "--methods", "simclr", "--probes", "shape", "--seeds", "1 2", "--random-init", "none",
+             "--pixels", "no", cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    trained = [line for line in calls.read_text().splitlines() if line.startswith("downstream -m train")]
+    assert len(trained) == 2 and all("-u simclr -k" in line for line in trained)
+    report = (exp / "report" / "report.md").read_text()
+    assert report.startswith("# Image probes: simclr (tiny)\n")
 
 
 def test_a_resnet_upstream_is_segmented_on_its_last_layer(tmp_path: Path) -> None:

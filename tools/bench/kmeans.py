@@ -6,8 +6,8 @@
 For each configuration, the same data and the same K go through, in the same run:
 
 - ``speechssl`` : ``speechssl.cluster.fit_kmeans`` with its defaults (seedings side by side
-  on a subset, the lowest k-means++ potential wins, Lloyd on a sample, then chunked
-  full-batch Lloyd);
+  on a subset, the lowest k-means++ potential wins, Lloyd on a sample, then chunked Lloyd on
+  every row, or on a sample of 2048 rows per cluster when there are more);
 - ``sklearn``   : ``MiniBatchKMeans`` exactly as fairseq's
   ``examples/hubert/simple_kmeans/learn_kmeans.py`` configures it (k-means++, n_init 20,
   batch 10000, max_iter 100, max_no_improvement 100, reassignment_ratio 0, tol 0,
