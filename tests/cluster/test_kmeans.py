@@ -210,3 +210,45 @@ def test_nan_outside_the_fit_sample_is_still_named() -> None:
         fit_kmeans(x, 3, init_size=100, fit_size=200, seed=0)
     with pytest.raises(ValueError, match="fit_size >= 0"):
         fit_kmeans(x, 3, fit_size=-1)
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kmeans_rank(rank: int, world: int, port: int, out_dir: str) -> None:
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        x = np.load(os.path.join(out_dir, "x.npy"))
+        cut = [0, 2500, len(x)][rank:rank + 2]  # uneven shares
+        model = fit_kmeans(x[cut[0]:cut[1]], 6, seed=0, init_size=800, fit_size=3000)
+        torch.save({"centroids": model.centroids, "n": model.n_samples, "inertia": model.inertia},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.barrier()
+        dist.destroy_process_group()
+
+
+def test_two_ranks_fit_the_centroids_of_one_process_also_on_a_fit_sample(tmp_path) -> None:
+    """Every rank samples the same fitting rows (its own seed stream, not rank 0's initialisation draws)."""
+    import torch.multiprocessing as mp
+
+    x = _blobs(n=7000, d=4, centers=6, seed=5)
+    np.save(tmp_path / "x.npy", x)
+    mp.spawn(_kmeans_rank, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    one = fit_kmeans(x, 6, seed=0, init_size=800, fit_size=3000)
+    got = [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+    for g in got:
+        assert g["n"] == one.n_samples == 3000
+        torch.testing.assert_close(g["centroids"], one.centroids, rtol=0, atol=1e-4)
+        assert g["inertia"] == pytest.approx(one.inertia, rel=1e-6)
