@@ -16,7 +16,7 @@ import torch
 from speechssl.atomic import atomic_write_bytes
 from speechssl.cluster.rows import Rows
 
-__all__ = ["KMeansModel", "default_chunk_rows", "nearest_centroid", "row_min", "col_min", "squared_distances"]
+__all__ = ["KMeansModel", "default_chunk_rows", "nearest_centroid", "col_min", "squared_distances"]
 
 _FORMAT = "speechssl-kmeans"
 _FORMAT_VERSION = "1"
@@ -27,7 +27,7 @@ _FORMAT_VERSION = "1"
 _BLOCK_ELEMENTS = 1 << 21
 # Unit roundoff of float32; bounds the error of the GEMM distance expansion in `predict`.
 _U32 = 2.0 ** -24
-# Largest K for which index sums in `row_min` stay exact in float32 (K^2 / 2 < 2^24).
+# Largest K for which index sums in `col_min` stay exact in float32 (K^2 / 2 < 2^24).
 _ROW_MIN_MAX_K = 4096
 
 
@@ -36,41 +36,15 @@ def default_chunk_rows(n_clusters: int) -> int:
     return int(min(1 << 16, max(256, _BLOCK_ELEMENTS // max(n_clusters, 1))))
 
 
-def row_min(d: torch.Tensor, *, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimum of each row of a ``(N, K)`` float matrix and its first index: ``d.min(dim=1)``.
-
-    On CPU, ``Tensor.min(dim)`` tracks indices in a scalar loop while ``amin`` is vectorised
-    (about 10x faster). So take ``amin``, then locate it: ``z = sign(d - min)`` is 0 at the
-    minimum and 1 elsewhere, ``z @ [0 .. K-1]`` is the sum of the other indices and ``z.sum``
-    their count. Rows with a tied minimum take the first zero of ``z``. Other devices use
-    ``min`` directly.
-
-    Args:
-        d: ``(N, K)`` distances.
-        inplace: allowed to overwrite ``d`` (saves a copy when ``d`` is a temporary).
-
-    Returns:
-        ``(values (N,), indices (N,) int64)``.
-    """
-    n, k = d.shape
-    if d.device.type != "cpu" or k > _ROW_MIN_MAX_K or n == 0 or d.dtype != torch.float32:
-        return d.min(dim=1)
-    v = d.amin(dim=1)
-    z = (d.sub_(v[:, None]) if inplace else d - v[:, None]).sign_()  # (N, K): 0 at the minimum, else 1
-    idx = (k * (k - 1) / 2 - torch.mv(z, torch.arange(k, dtype=d.dtype))).round_().long()
-    ties = (z.sum(dim=1) < k - 1.5).nonzero().squeeze(1)
-    if ties.numel():
-        idx[ties] = z[ties].argmin(dim=1)
-    return v, idx
-
-
 def col_min(d: torch.Tensor, *, inplace: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Minimum of each column of a ``(K, N)`` float matrix and its first index: ``d.min(dim=0)``.
 
-    :func:`row_min` for the transposed layout, which is the faster one on CPU: ``amin`` over
-    dim 0 and the sign trick then run along contiguous columns, so every step vectorises
-    across ``N`` (about half the time of the row layout at K=50-100). One ``(2, K) @ (K, N)``
-    product gives each column's index sum and count of non-minima. Other devices use ``min``.
+    On CPU, ``Tensor.min(dim)`` tracks indices in a scalar loop while ``amin`` is vectorised
+    (about 10x faster). So take ``amin``, then locate it: ``z = sign(d - min)`` is 0 at the
+    minimum and 1 elsewhere, and one ``(2, K) @ (K, N)`` product gives each column's sum of the
+    other indices and their count; columns with a tied minimum take the first zero of ``z``. In
+    this layout (rather than ``(N, K)`` rows) every step runs along contiguous columns and
+    vectorises across ``N``: about half the time at K=50-100. Other devices use ``min``.
 
     Args:
         d: ``(K, N)`` distances.

@@ -9,24 +9,11 @@ import pytest
 import torch
 
 from speechssl.cluster import KMeansModel
-from speechssl.cluster.model import col_min, nearest_centroid, row_min, squared_distances
+from speechssl.cluster.model import col_min, nearest_centroid, squared_distances
 
 
 def _brute_force(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return squared_distances(x.double(), c.double()).argmin(dim=1)
-
-
-@pytest.mark.parametrize("k", [1, 2, 100, 500, 5000])
-def test_row_min_equals_first_minimum_including_ties(k: int) -> None:
-    g = torch.Generator().manual_seed(k)
-    d = torch.randn(700, k, generator=g)
-    d[5, k // 3] = d[5, k - 1] = d[5].min() - 1.0  # a tie: the first index wins
-    d[9] = 0.25  # a row of equal values
-    want_v = d.amin(dim=1)
-    want_i = torch.tensor([int((row == row.min()).nonzero()[0]) for row in d])
-    for inplace in (False, True):
-        v, i = row_min(d.clone(), inplace=inplace)
-        assert torch.equal(v, want_v) and torch.equal(i, want_i)
 
 
 def test_predict_equals_brute_force_argmin() -> None:
