@@ -539,7 +539,7 @@ def fit_kmeans(
                 _check_all_finite(rows, comm, device, chunk_rows)
             # its own stream: rank 0 alone has drawn from `g` during the initialisation
             fit_gen = torch.Generator().manual_seed(seed + _FIT_STREAM)
-            fit_rows, fit_offset = _sample_as_rows(rows, comm, device, n_total, n_fit, offset, fit_gen)
+            fit_rows, fit_offset = _sample_as_rows(rows, device, n_total, n_fit, offset, dim, fit_gen)
         passes = _Passes(fit_rows, comm, device, chunk_rows, fit_offset, shift, check_finite and n_fit == n_total)
         centroids, inertia, n_iter, converged, n_empty = _lloyd(
             passes, centroids, max_iter=max_iter, tol=tol, desc="k-means", progress=progress)
@@ -569,14 +569,22 @@ def _check_all_finite(rows: Rows, comm: _Comm, device: torch.device, chunk_rows:
         raise ValueError(error or "another process found NaN or inf in its features (see its error)")
 
 
-def _sample_as_rows(rows: Rows, comm: _Comm, device: torch.device, n_total: int, m: int, offset: int,
-                    g: torch.Generator) -> tuple[Rows, int]:
-    """This rank's share of a uniform ``m``-row sample of all ranks' rows, and its offset in the sample."""
+def _local_sample(rows: Rows, device: torch.device, n_total: int, m: int, offset: int, dim: int,
+                  g: torch.Generator) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    """A uniform ``m``-row sample of all ranks' rows (global indices, every rank the same draw),
+    this rank's share as local indices, and those rows ``(m_local, D)``."""
     picked = sample_rows(n_total, m, g)
     mine = picked[(picked >= offset) & (picked < offset + rows.num_rows)] - offset
     local = rows.gather(mine, device)
-    if local.shape[1] != rows.dim:  # a rank without rows
-        local = local.new_zeros(0, rows.dim)
+    if local.shape[1] != dim:  # a rank without rows (its Rows has dimension 0)
+        local = local.new_zeros(0, dim)
+    return picked, mine, local
+
+
+def _sample_as_rows(rows: Rows, device: torch.device, n_total: int, m: int, offset: int, dim: int,
+                    g: torch.Generator) -> tuple[Rows, int]:
+    """This rank's share of a uniform ``m``-row sample of all ranks' rows, and its offset in the sample."""
+    picked, _, local = _local_sample(rows, device, n_total, m, offset, dim, g)
     before = int(np.searchsorted(picked, offset))  # sampled rows of the lower ranks
     return Rows([local], names=[f"the {m}-row fitting sample"]), before
 
@@ -587,11 +595,7 @@ def _init_on_sample(
 ) -> tuple[torch.Tensor, tuple[float, int, bool, int]]:
     """Phase 1: seed ``n_init`` times on an ``m``-row sample, keep the best, Lloyd on it (rank 0)."""
     n_total = int(comm.all_reduce(torch.tensor(rows.num_rows, dtype=torch.int64)))
-    picked = sample_rows(n_total, m, g)
-    mine = picked[(picked >= offset) & (picked < offset + rows.num_rows)] - offset
-    local = rows.gather(mine, device)
-    if local.shape[1] != dim:  # a rank without rows
-        local = local.new_zeros(0, dim)
+    _, mine, local = _local_sample(rows, device, n_total, m, offset, dim, g)
     if check_finite:
         bad = (~torch.isfinite(local).all(dim=1)).nonzero()
         if int(comm.all_reduce(torch.tensor(bad.shape[0], dtype=torch.int64))):  # all ranks raise together
