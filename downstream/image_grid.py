@@ -7,12 +7,16 @@ into ``pixel_patch`` x ``pixel_patch`` tokens instead
 (:func:`speechssl.downstream.image_features.pixel_patch_tokens`).
 
 Each function raises ValueError naming the upstream and the task when the upstream cannot serve.
+:class:`PatchGridTask` gives a per-patch task (``ctx.upstream``, ``cfg.pixel_patch``, ``name``)
+the same geometry as methods.
 """
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["input_shape", "token_grid", "prefix_tokens"]
+from torch import nn
+
+__all__ = ["input_shape", "token_grid", "prefix_tokens", "PatchGridTask"]
 
 
 def input_shape(upstream: Any, task: str) -> tuple[int, int, int]:
@@ -43,3 +47,26 @@ def token_grid(upstream: Any, pixel_patch: int, task: str) -> tuple[int, int]:
 def prefix_tokens(upstream: Any) -> int:
     """Tokens before the grid in every hidden state (0 for the pixel baseline's patch tokens)."""
     return 0 if upstream.method == "pixels" else int(getattr(upstream.model, "prefix_tokens", 0))
+
+
+class PatchGridTask:
+    """Mixin of the per-patch image tasks: the loaded upstream's model, whether it is the pixel
+    baseline, its input shape and token grid (needs ``ctx.upstream``, ``cfg.pixel_patch``, ``name``)."""
+
+    ctx: Any
+    cfg: Any
+    name: str
+
+    @property
+    def _model(self) -> nn.Module:
+        return self.ctx.upstream.model
+
+    @property
+    def _is_pixels(self) -> bool:
+        return self.ctx.upstream.method == "pixels"
+
+    def _input_shape(self) -> tuple[int, int, int]:
+        return input_shape(self.ctx.upstream, self.name)
+
+    def _grid(self) -> tuple[int, int]:
+        return token_grid(self.ctx.upstream, self.cfg.pixel_patch, self.name)

@@ -125,7 +125,7 @@ class _SegDataset(SizedDataset):
         return item
 
 
-class ImageSeg(DownstreamTaskBase):
+class ImageSeg(image_grid.PatchGridTask, DownstreamTaskBase):
     """Per-patch linear segmentation probe of a frozen image upstream, scored by mIoU.
 
     Features: the learned softmax-weighted sum of all hidden states (``featurizer.layer=N``: one
@@ -153,22 +153,6 @@ class ImageSeg(DownstreamTaskBase):
                 raise ValueError(f"upstream {ctx.upstream.name} has hidden states of widths {sizes} (a CNN's "
                                  "stages): a weighted sum of layers needs one width; choose a layer with "
                                  "-l N (-o featurizer.layer=N), e.g. -l -1 for the last")
-
-    # --- geometry of the upstream ---
-
-    @property
-    def _model(self) -> nn.Module:
-        return self.ctx.upstream.model
-
-    @property
-    def _is_pixels(self) -> bool:
-        return self.ctx.upstream.method == "pixels"
-
-    def _input_shape(self) -> tuple[int, int, int]:
-        return image_grid.input_shape(self.ctx.upstream, self.name)
-
-    def _grid(self) -> tuple[int, int]:
-        return image_grid.token_grid(self.ctx.upstream, self.cfg.pixel_patch, self.name)
 
     # --- data ---
 

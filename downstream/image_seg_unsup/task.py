@@ -40,7 +40,7 @@ class ImageSegUnsupConfig:
     seed: int = 0  # of k-means (its sample and seeding)
 
 
-class ImageSegUnsup(DownstreamTaskBase):
+class ImageSegUnsup(image_grid.PatchGridTask, DownstreamTaskBase):
     """k-means segments of a frozen image upstream's patch tokens, Hungarian-matched to the classes.
 
     Trains nothing (``trains = False``): :meth:`run_evaluation` fits k-means on the training
@@ -65,22 +65,6 @@ class ImageSegUnsup(DownstreamTaskBase):
             raise ValueError(f"task.subset must be 'roads' or 'scenes', got {cfg.subset!r}")
         self._fitted: tuple[KMeansModel, torch.Tensor, torch.Tensor] | None = None
         self._segments: dict[str, torch.Tensor] = {}
-
-    # --- geometry of the upstream ---
-
-    @property
-    def _model(self) -> torch.nn.Module:
-        return self.ctx.upstream.model
-
-    @property
-    def _is_pixels(self) -> bool:
-        return self.ctx.upstream.method == "pixels"
-
-    def _input_shape(self) -> tuple[int, int, int]:
-        return image_grid.input_shape(self.ctx.upstream, self.name)
-
-    def _grid(self) -> tuple[int, int]:
-        return image_grid.token_grid(self.ctx.upstream, self.cfg.pixel_patch, self.name)
 
     @property
     def used_layer(self) -> int:
